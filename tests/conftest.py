@@ -1,0 +1,21 @@
+"""Test setup: four fake CPU devices, set before JAX is imported anywhere."""
+
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NTU_SAMPLES = REPO_ROOT.parent / "shared" / "ntu_samples"
+
+
+@pytest.fixture(scope="session")
+def ntu_samples_dir():
+  if not NTU_SAMPLES.is_dir():
+    pytest.skip(f"real NTU samples not found at {NTU_SAMPLES}")
+  return NTU_SAMPLES

@@ -1,0 +1,71 @@
+"""Every configuration field, with the paper's defaults (NTU-60 cross-view, joints).
+
+Variants (`cv.py`, `cs.py`, ...) import `get_config` from here and override a few
+fields; any field can be overridden on the command line, e.g.
+`--config.model.mixer=bilinear --config.model.aggregate_at=6`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---- Model (stbln_jax.models) -------------------------------------------
+  model = config.model = ml_collections.ConfigDict()
+  # 'multiplicative' (Eq. 1, ST-GCN), 'additive' (Eq. 2, 2s-AGCN),
+  # 'symmetric' (Eq. 3) or 'bilinear' (Eq. 4, ST-BLN).
+  model.mixer = 'bilinear'
+  # The 2s-AGCN layer sizes; the network uses the first `num_layers` of them.
+  model.channels = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+  model.strides = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+  model.num_layers = 10
+  # λ: the layer (1-based) that aggregates the V joints into one node (Fig. 3-5).
+  # None means no aggregation. Only the bilinear mixer can aggregate.
+  model.aggregate_at = config_dict.placeholder(int)
+  # Rank q of L in the symmetric mixer (None: q = V, full rank).
+  model.symmetric_rank = config_dict.placeholder(int)
+  model.temporal_kernel = 9
+  # Â normalisation: 'symmetric' (the paper, D^-1/2 A D^-1/2) or 'column' (2s-AGCN code).
+  model.adjacency_normalization = 'symmetric'
+  model.num_classes = 60
+  model.num_persons = 2
+  model.num_joints = 25
+  model.in_channels = 3
+  # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
+  model.dtype = 'float32'
+
+  # ---- Data (stbln_jax.input_pipeline) ------------------------------------
+  # TFDS name '<builder>/<config>': ntu_rgbd/xview, ntu_rgbd/xsub,
+  # ntu_rgbd/xsub120, ntu_rgbd/xset120.
+  config.dataset = 'ntu_rgbd/xview'
+  config.data_dir = config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets).
+  # 'joint', 'bone', 'joint_motion' or 'bone_motion'.
+  config.stream = 'joint'
+  config.num_frames = 300  # every sequence is repeat-padded (or cut) to this length
+  config.train_split = 'train'
+  config.eval_split = 'test'
+  config.worker_count = 0  # grain worker processes (0: decode in the main process)
+
+  # ---- Training (stbln_jax.train; the paper's recipe) ---------------------
+  config.batch_size = 64  # global batch, split over all devices
+  config.eval_batch_size = 64
+  config.num_epochs = 50
+  config.base_learning_rate = 0.1  # per `base_batch_size` samples, scaled linearly
+  config.base_batch_size = 64
+  config.lr_decay_epochs = (30, 40)
+  config.lr_decay_factor = 0.1
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 1e-4
+  config.warmup_epochs = 0
+
+  # ---- Bookkeeping ---------------------------------------------------------
+  config.log_every_steps = 50
+  config.checkpoint_every_epochs = 1
+  config.keep_checkpoints = 3
+  config.eval_every_epochs = 1
+  config.max_train_steps = config_dict.placeholder(int)  # stop early (smoke runs)
+  return config

@@ -1,0 +1,193 @@
+"""The spatial mixers of the paper: how a layer combines information across joints.
+
+Every mixer maps node features H of shape (..., V_in, C_in) to
+
+    Σ_p U_p · H · W_p        of shape (..., V_out, C_out),
+
+with P partitions, U_p of shape (V_out, V_in) mixing nodes and W_p of shape
+(C_in, C_out) mixing channels. They differ only in what U_p is:
+
+  multiplicative  Eq. (1)  U_p = Â_p ⊙ M_p            (ST-GCN; M_p starts at ones)
+  additive        Eq. (2)  U_p = Â_p + M_p            (2s-AGCN; M_p starts at zeros)
+  symmetric       Eq. (3)  U_p = Â_p + L_p L_pᵀ        (L_p of shape (V, q), random start)
+  bilinear        Eq. (4)  U_p free, (V_out, V_in)    (ST-BLN; random start, no Â)
+
+The equations are the small pure functions below; the Flax modules only own the
+parameters. Every module names its channel map 'W', so a trained symmetric model
+folds into an additive one by replacing 'L' with 'M' = L Lᵀ (`fold_symmetric_params`).
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+
+MIXERS = ('multiplicative', 'additive', 'symmetric', 'bilinear')
+
+
+# ---- The equations ---------------------------------------------------------------
+
+def multiplicative_u(a_hat: Array, m: Array) -> Array:
+  """Eq. (1), ST-GCN: U_p = Â_p ⊙ M_p (attention can only re-weight existing bones)."""
+  return a_hat * m
+
+
+def additive_u(a_hat: Array, m: Array) -> Array:
+  """Eq. (2), 2s-AGCN: U_p = Â_p + M_p (attention may also connect unconnected joints)."""
+  return a_hat + m
+
+
+def symmetric_attention(l: Array) -> Array:
+  """The symmetric mask of Eq. (3): M_p = L_p L_pᵀ for L of shape (P, V, q)."""
+  return jnp.einsum('pvq,pwq->pvw', l, l)
+
+
+def symmetric_u(a_hat: Array, l: Array) -> Array:
+  """Eq. (3): U_p = Â_p + L_p L_pᵀ."""
+  return a_hat + symmetric_attention(l)
+
+
+def spatial_mix(h: Array, u: Array, w: Array) -> Array:
+  """Σ_p U_p H W_p, the spatial step shared by Eqs. (1)-(4) (before BN and ReLU).
+
+  Args:
+    h: node features, (..., V_in, C_in).
+    u: node maps, (P, V_out, V_in).
+    w: channel maps, (P, C_in, C_out).
+  Returns:
+    (..., V_out, C_out).
+  """
+  # One three-operand contraction: XLA sees the sum over p together with the node
+  # and channel contractions, and einsum picks the cheaper order for each layer
+  # (U first when C_in < C_out, as in layer 1 with C_in = 3).
+  return jnp.einsum('pwv,...vc,pcd->...wd', u, h, w)
+
+
+# ---- Initialisers -----------------------------------------------------------------
+
+def channel_init(num_partitions: int) -> Callable:
+  """He-normal over the output fan, split over the P summed partitions (2s-AGCN's W init)."""
+  return nn.initializers.variance_scaling(2.0 / num_partitions, 'fan_out', 'normal',
+                                          in_axis=-2, out_axis=-1, batch_axis=(0,))
+
+
+def _node_init(num_partitions: int) -> Callable:
+  """Random U for the bilinear mixer: variance 1/(P·V_in), so Σ_p U_p H keeps H's scale."""
+  return nn.initializers.variance_scaling(1.0 / num_partitions, 'fan_in', 'normal',
+                                          in_axis=-1, out_axis=-2, batch_axis=(0,))
+
+
+# ---- Modules ----------------------------------------------------------------------
+
+class _Mixer(nn.Module):
+  """Shared parts: the channel maps W and the contraction.
+
+  Each subclass defines `node_map(num_nodes) -> U` of shape (P, V_out, V_in).
+  """
+  features: int
+  num_partitions: int = 3
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    c_in = h.shape[-1]
+    w = self.param('W', channel_init(self.num_partitions),
+                   (self.num_partitions, c_in, self.features), jnp.float32)
+    u = self.node_map(h.shape[-2])
+    return spatial_mix(h.astype(self.dtype), u.astype(self.dtype), w.astype(self.dtype))
+
+
+class MultiplicativeMixer(_Mixer):
+  """Eq. (1): Σ_p (Â_p ⊙ M_p) H W_p, M_p initialised to ones."""
+  adjacency: Any = None  # Â, (P, V, V) numpy array (a constant, not a parameter)
+
+  def node_map(self, num_nodes: int) -> Array:
+    a_hat = jnp.asarray(self.adjacency)
+    m = self.param('M', nn.initializers.ones, a_hat.shape, jnp.float32)
+    return multiplicative_u(a_hat, m)
+
+
+class AdditiveMixer(_Mixer):
+  """Eq. (2): Σ_p (Â_p + M_p) H W_p, M_p initialised to zeros."""
+  adjacency: Any = None
+
+  def node_map(self, num_nodes: int) -> Array:
+    a_hat = jnp.asarray(self.adjacency)
+    m = self.param('M', nn.initializers.zeros, a_hat.shape, jnp.float32)
+    return additive_u(a_hat, m)
+
+
+class SymmetricMixer(_Mixer):
+  """Eq. (3): Σ_p (Â_p + L_p L_pᵀ) H W_p with L_p of shape (V, q), q = `rank` (default V).
+
+  L must not start at zero: d(LLᵀ)/dL = 0 at L = 0, so a zero L would never move.
+  L starts at N(0, `l_init_std`²), which makes L Lᵀ a small (≈ q·std² on the diagonal)
+  positive semi-definite perturbation of Â, so the layer starts close to Eq. (2)'s.
+  """
+  adjacency: Any = None
+  rank: int | None = None
+  l_init_std: float = 0.02
+
+  def node_map(self, num_nodes: int) -> Array:
+    a_hat = jnp.asarray(self.adjacency)
+    p, v, _ = a_hat.shape
+    q = v if self.rank is None else self.rank
+    l = self.param('L', nn.initializers.normal(self.l_init_std), (p, v, q), jnp.float32)
+    return symmetric_u(a_hat, l)
+
+
+class BilinearMixer(_Mixer):
+  """Eq. (4), ST-BLN: Σ_p U_p H W_p with U_p ∈ R^{V_out×V_in} learned freely, no Â.
+
+  `num_nodes_out` (V_out) is free: fewer nodes aggregate joints, V_out = 1 pools the
+  whole skeleton into one node (layer λ of Fig. 3-5). None keeps V_out = V_in.
+  """
+  num_nodes_out: int | None = None
+
+  def node_map(self, num_nodes: int) -> Array:
+    v_out = num_nodes if self.num_nodes_out is None else self.num_nodes_out
+    return self.param('U', _node_init(self.num_partitions),
+                      (self.num_partitions, v_out, num_nodes), jnp.float32)
+
+
+def make_mixer(name: str, features: int, *, adjacency: np.ndarray | None = None,
+               num_nodes_out: int | None = None, rank: int | None = None,
+               dtype: Dtype = jnp.float32, module_name: str | None = 'mixer') -> nn.Module:
+  """Builds the mixer called `name` (one of MIXERS) as a submodule named `module_name`."""
+  if name == 'bilinear':
+    return BilinearMixer(features, num_nodes_out=num_nodes_out, dtype=dtype, name=module_name)
+  if num_nodes_out is not None:
+    raise ValueError(f"only the 'bilinear' mixer can change the number of nodes, not {name!r}")
+  p = adjacency.shape[0]
+  if name == 'multiplicative':
+    return MultiplicativeMixer(features, p, dtype, adjacency=adjacency, name=module_name)
+  if name == 'additive':
+    return AdditiveMixer(features, p, dtype, adjacency=adjacency, name=module_name)
+  if name == 'symmetric':
+    return SymmetricMixer(features, p, dtype, adjacency=adjacency, rank=rank, name=module_name)
+  raise ValueError(f'unknown mixer {name!r}; choose one of {MIXERS}')
+
+
+# ---- Folding (Section IV: symmetric attention costs nothing extra at inference) -----
+
+def fold_symmetric_params(params: Any) -> Any:
+  """Turns a symmetric model's parameters into an additive model's: M = L Lᵀ.
+
+  Walks the parameter tree; every mixer holding 'L' gets 'M' = L Lᵀ instead, so the
+  additive mixer computes (Â + M) H W = (Â + L Lᵀ) H W with the cost of Eq. (2).
+  Everything else (W, BN, convolutions, head) is kept as is.
+  """
+  if not isinstance(params, dict) and not hasattr(params, 'items'):
+    return params
+  out = {}
+  for key, value in params.items():
+    if key == 'L':
+      out['M'] = symmetric_attention(jnp.asarray(value))
+    else:
+      out[key] = fold_symmetric_params(value)
+  return out

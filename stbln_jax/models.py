@@ -1,0 +1,284 @@
+"""The network: ST layers (Fig. 2), aggregated layers (Fig. 3) and the classifier.
+
+Tensors inside the network are channels-last, (N·M, T, V, C): persons folded into the
+batch, then frames, nodes (joints) and channels. The public input is a batch of
+skeleton sequences (N, T, M, V, C) = (samples, frames, persons, joints, coordinates).
+
+Choices the paper leaves open (SPEC, written down here):
+- No biases in convolutions or mixers: every one is followed by a BatchNorm.
+- The BN after the spatial sum of an ST layer starts with scale 1e-6 (as 2s-AGCN), so
+  each layer starts close to its residual path. Aggregated layers (Fig. 3) have no
+  Residual/V, so their BN starts at scale 1.
+- BN momentum 0.9 (PyTorch's 0.1) and ε = 1e-5.
+- λ (`aggregate_at`) counts layers of the full layer list: a network cut to its first
+  k layers (Table II) with k < λ never aggregates.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stbln_jax import graph
+from stbln_jax import mixers
+
+Array = jax.Array
+Dtype = Any
+
+_BN_MOMENTUM = 0.9
+_BN_EPS = 1e-5
+_SPATIAL_BN_SCALE = 1e-6
+
+
+class ConfigError(ValueError):
+  """A model or training configuration that cannot work, with what to change."""
+
+
+def _batch_norm(train: bool, dtype: Dtype, scale: float = 1.0, name: str | None = None,
+                axis: int | tuple[int, ...] = -1) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, axis=axis, momentum=_BN_MOMENTUM,
+                      epsilon=_BN_EPS, dtype=dtype, param_dtype=jnp.float32,
+                      scale_init=nn.initializers.constant(scale), name=name)
+
+
+def _kaiming_fan_out():
+  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+class TemporalConv(nn.Module):
+  """Convolution over frames with a k×1 kernel, 'same' padding and stride s.
+
+  (N, T, V, C_in) → (N, ceil(T/s), V, C_out); each node is convolved independently.
+  """
+  features: int
+  kernel_size: int = 9
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    pad = (self.kernel_size - 1) // 2
+    return nn.Conv(self.features, (self.kernel_size, 1), strides=(self.stride, 1),
+                   padding=((pad, self.kernel_size - 1 - pad), (0, 0)), use_bias=False,
+                   kernel_init=_kaiming_fan_out(), dtype=self.dtype,
+                   param_dtype=jnp.float32, name='conv')(x)
+
+
+class NodeChannelMap(nn.Module):
+  """Maps (V_in, C_in) to (V_out, C_out) per frame: the residual when V changes.
+
+  The paper's C_out·V_out filters of size C_in×1×V_in, i.e. a dense layer on the
+  flattened (V_in·C_in) features of each frame, reshaped to (V_out, C_out).
+  """
+  num_nodes: int
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n, t, v, c = x.shape
+    y = nn.Dense(self.num_nodes * self.features, use_bias=False,
+                 kernel_init=_kaiming_fan_out(), dtype=self.dtype,
+                 param_dtype=jnp.float32, name='dense')(x.reshape(n, t, v * c))
+    return y.reshape(n, t, self.num_nodes, self.features)
+
+
+class _Projection(nn.Module):
+  """Residual projection: temporal stride, then a 1×1 channel map (or NodeChannelMap), BN."""
+  features: int
+  num_nodes: int
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    x = x[:, ::self.stride]  # a strided 1×1 convolution reads every s-th frame
+    if x.shape[2] != self.num_nodes:
+      y = NodeChannelMap(self.num_nodes, self.features, self.dtype, name='map')(x)
+    else:
+      y = nn.Dense(self.features, use_bias=False, kernel_init=_kaiming_fan_out(),
+                   dtype=self.dtype, param_dtype=jnp.float32, name='map')(x)
+    return _batch_norm(train, self.dtype, name='bn')(y)
+
+
+class STLayer(nn.Module):
+  """A spatio-temporal layer (Fig. 2) with any of the four mixers.
+
+  spatial:  Σ_p U_p H W_p → BN → + Residual/V → ReLU
+  temporal: k×1 conv over T (stride s) → BN → + Residual/T → ReLU
+
+  Residual/V is the identity when C and V are unchanged, a 1×1 channel map + BN when
+  only C changes, and a (V_in, C_in)→(V_out, C_out) map + BN when V changes (bilinear
+  only). Residual/T likewise, with the temporal stride; `residual=False` drops it
+  (layer 1).
+  """
+  features: int
+  mixer: str
+  stride: int = 1
+  adjacency: Any = None
+  num_nodes_out: int | None = None
+  symmetric_rank: int | None = None
+  residual: bool = True
+  temporal_kernel: int = 9
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    v_in, c_in = x.shape[2], x.shape[3]
+    v_out = v_in if self.num_nodes_out is None else self.num_nodes_out
+    y = mixers.make_mixer(self.mixer, self.features, adjacency=self.adjacency,
+                          num_nodes_out=self.num_nodes_out, rank=self.symmetric_rank,
+                          dtype=self.dtype)(x)
+    y = _batch_norm(train, self.dtype, _SPATIAL_BN_SCALE, name='bn_spatial')(y)
+    if c_in == self.features and v_in == v_out:
+      y = y + x
+    else:
+      y = y + _Projection(self.features, v_out, 1, self.dtype, name='residual_v')(x, train)
+    y = nn.relu(y)
+
+    y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
+                     name='temporal')(y)
+    y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
+    if self.residual:
+      if c_in == self.features and v_in == v_out and self.stride == 1:
+        y = y + x
+      else:
+        y = y + _Projection(self.features, v_out, self.stride, self.dtype,
+                            name='residual_t')(x, train)
+    return nn.relu(y)
+
+
+class AggregatedLayer(nn.Module):
+  """A layer after aggregation (Fig. 3), V_in = V_out = 1.
+
+  With one node, U_p is a scalar that folds into W_p, so the spatial step is a plain
+  channel map: linear → BN → ReLU (no Residual/V), then the temporal block of Fig. 2.
+  """
+  features: int
+  stride: int = 1
+  temporal_kernel: int = 9
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c_in = x.shape[3]
+    y = nn.Dense(self.features, use_bias=False, kernel_init=_kaiming_fan_out(),
+                 dtype=self.dtype, param_dtype=jnp.float32, name='linear')(x)
+    y = nn.relu(_batch_norm(train, self.dtype, name='bn_spatial')(y))
+    y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
+                     name='temporal')(y)
+    y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
+    if c_in == self.features and self.stride == 1:
+      y = y + x
+    else:
+      y = y + _Projection(self.features, 1, self.stride, self.dtype, name='residual_t')(x, train)
+    return nn.relu(y)
+
+
+class SpatioTemporalNet(nn.Module):
+  """ST-GCN-style network with a chosen spatial mixer, optionally aggregating at λ.
+
+  input (N, T, M, V, C) → data BN (per person, joint and coordinate, over N and T) →
+  persons folded into the batch → layers → mean over T and V → mean over persons →
+  dense → logits (N, num_classes), float32.
+  """
+  num_classes: int
+  mixer: str = 'bilinear'
+  channels: Sequence[int] = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+  strides: Sequence[int] = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+  aggregate_at: int | None = None
+  symmetric_rank: int | None = None
+  temporal_kernel: int = 9
+  adjacency_normalization: str = 'symmetric'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Array:
+    n, t, m, v, c = x.shape
+    x = _batch_norm(train, self.dtype, axis=(2, 3, 4), name='data_bn')(x)
+    x = jnp.transpose(x, (0, 2, 1, 3, 4)).reshape(n * m, t, v, c)
+
+    adjacency = None
+    if self.mixer != 'bilinear':
+      adjacency = graph.ntu_adjacency(self.adjacency_normalization)
+      if adjacency.shape[-1] != v:
+        raise ConfigError(f"mixer {self.mixer!r} uses the {adjacency.shape[-1]}-joint NTU "
+                          f"graph, but the input has {v} joints")
+    lam = self.aggregate_at
+    for i, (features, stride) in enumerate(zip(self.channels, self.strides), start=1):
+      name = f'layer_{i}'
+      if lam is not None and i > lam:
+        x = AggregatedLayer(features, stride, self.temporal_kernel, self.dtype, name=name)(x, train)
+      else:
+        x = STLayer(features, self.mixer, stride, adjacency=adjacency,
+                    num_nodes_out=1 if i == lam else None,
+                    symmetric_rank=self.symmetric_rank, residual=i > 1,
+                    temporal_kernel=self.temporal_kernel, dtype=self.dtype, name=name)(x, train)
+
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # global average pool over T and V
+    x = jnp.mean(x.reshape(n, m, -1), axis=1)  # average over persons
+    return nn.Dense(self.num_classes,
+                    kernel_init=nn.initializers.normal(float(np.sqrt(2.0 / self.num_classes))),
+                    param_dtype=jnp.float32, name='head')(x)
+
+
+# ---- Building from a config ------------------------------------------------------
+
+def validate_model_config(cfg) -> None:
+  """Checks a `config.model` once, with messages that say what to change."""
+  if cfg.mixer not in mixers.MIXERS:
+    raise ConfigError(f'model.mixer={cfg.mixer!r} is not a mixer; choose one of {mixers.MIXERS}')
+  if len(cfg.channels) != len(cfg.strides):
+    raise ConfigError(f'model.channels has {len(cfg.channels)} entries but model.strides has '
+                      f'{len(cfg.strides)}; give one stride per layer')
+  total = len(cfg.channels)
+  if not 1 <= cfg.num_layers <= total:
+    raise ConfigError(f'model.num_layers={cfg.num_layers} must be in 1..{total} '
+                      f'(the length of model.channels)')
+  lam = cfg.aggregate_at
+  if lam is not None:
+    if cfg.mixer != 'bilinear':
+      raise ConfigError(f"model.aggregate_at (λ)={lam} needs model.mixer='bilinear': only the "
+                        f"bilinear mixer (Eq. 4) can change the number of nodes, not "
+                        f"{cfg.mixer!r}. Leave aggregate_at unset for the other mixers.")
+    if not 1 <= lam <= total + 1:
+      raise ConfigError(f'model.aggregate_at (λ)={lam} must be in 1..{total} '
+                        f'(or {total + 1} or unset for no aggregation)')
+  rank = cfg.get('symmetric_rank')
+  if rank is not None and not 1 <= rank <= cfg.num_joints:
+    raise ConfigError(f'model.symmetric_rank={rank} must be in 1..{cfg.num_joints}')
+  if cfg.get('dtype', 'float32') not in ('float32', 'bfloat16'):
+    raise ConfigError(f"model.dtype={cfg.dtype!r} must be 'float32' or 'bfloat16'")
+
+
+def create_model(cfg) -> SpatioTemporalNet:
+  """The network described by a `config.model` (see configs/default.py)."""
+  validate_model_config(cfg)
+  k = cfg.num_layers
+  lam = cfg.aggregate_at
+  if lam is not None and lam > k:
+    lam = None  # the first k layers of the λ network (Table II) do not reach λ
+  return SpatioTemporalNet(
+      num_classes=cfg.num_classes,
+      mixer=cfg.mixer,
+      channels=tuple(cfg.channels[:k]),
+      strides=tuple(cfg.strides[:k]),
+      aggregate_at=lam,
+      symmetric_rank=cfg.get('symmetric_rank'),
+      temporal_kernel=cfg.get('temporal_kernel', 9),
+      adjacency_normalization=cfg.get('adjacency_normalization', 'symmetric'),
+      dtype=jnp.dtype(cfg.get('dtype', 'float32')),
+  )
+
+
+def input_shape(cfg, batch_size: int, num_frames: int) -> tuple[int, ...]:
+  """Shape of a model input batch: (N, T, M, V, C)."""
+  return (batch_size, num_frames, cfg.num_persons, cfg.num_joints, cfg.in_channels)
+
+
+def init_variables(model: nn.Module, cfg, rng: Array, num_frames: int = 16) -> dict:
+  """Initial {'params', 'batch_stats'} (shapes do not depend on T or the batch size)."""
+  x = jnp.zeros(input_shape(cfg, 2, num_frames), jnp.float32)
+  return jax.jit(lambda r: model.init(r, x, train=False))(rng)

@@ -1,0 +1,109 @@
+r"""Parameters and forward FLOPs per sample of a configured network (the paper's Fig. 5).
+
+    python -m stbln_jax.flops --config=configs/cv.py
+    python -m stbln_jax.flops --config=configs/cv.py --config.model.aggregate_at=6 --json
+    python -m stbln_jax.flops --config=configs/cv.py --sweep_aggregate_at
+
+FLOPs come from XLA's cost analysis of the jitted inference forward pass (batch 1,
+T frames, M persons; nothing is compiled or run). A multiply-add counts as 2 FLOPs;
+GMACs = GFLOPs / 2 is what papers usually call "FLOPs".
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+
+from stbln_jax import models
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.',
+                                          lock_config=True)
+_NUM_FRAMES = flags.DEFINE_integer('num_frames', 300, 'Frames T per sample.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (a list with --sweep_aggregate_at).')
+_SWEEP = flags.DEFINE_bool('sweep_aggregate_at', False,
+                           'Report the bilinear model for λ = 1..L and without aggregation.')
+
+
+def count_params(params) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def model_cost(model_cfg, num_frames: int = 300) -> dict:
+  """{'params', 'flops', 'macs', 'gflops', 'gmacs'} of one sample's forward pass."""
+  model = models.create_model(model_cfg)
+  x = jax.ShapeDtypeStruct(models.input_shape(model_cfg, 1, num_frames), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))
+  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
+  analysis = lowered.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX returns one dict per computation
+    analysis = analysis[0]
+  flops = float(analysis['flops'])
+  return {
+      'mixer': model_cfg.mixer,
+      'num_layers': model_cfg.num_layers,
+      'aggregate_at': model_cfg.aggregate_at,
+      'num_frames': num_frames,
+      'num_persons': model_cfg.num_persons,
+      'params': count_params(variables['params']),
+      'flops': flops,
+      'macs': flops / 2,
+      'gflops': flops / 1e9,
+      'gmacs': flops / 2e9,
+  }
+
+
+def sweep_aggregate_at(model_cfg, num_frames: int = 300) -> list[dict]:
+  """Fig. 5: the bilinear network for every λ in 1..L, then without aggregation."""
+  rows = []
+  cfg = model_cfg.copy_and_resolve_references()
+  cfg.mixer = 'bilinear'
+  for lam in list(range(1, cfg.num_layers + 1)) + [None]:
+    cfg.aggregate_at = lam
+    rows.append(model_cost(cfg, num_frames))
+  reference = next(r for r in rows if r['aggregate_at'] == cfg.num_layers)
+  for r in rows:
+    r['speedup_vs_last_layer'] = reference['flops'] / r['flops']
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  head = f"{'mixer':<15}{'λ':>5}{'params':>12}{'GFLOPs':>10}{'GMACs':>9}"
+  if 'speedup_vs_last_layer' in rows[0]:
+    head += f"{'× vs λ=L':>11}"
+  lines = [head, '-' * len(head)]
+  for r in rows:
+    lam = '-' if r['aggregate_at'] is None else str(r['aggregate_at'])
+    line = f"{r['mixer']:<15}{lam:>5}{r['params']:>12,}{r['gflops']:>10.2f}{r['gmacs']:>9.2f}"
+    if 'speedup_vs_last_layer' in r:
+      line += f"{r['speedup_vs_last_layer']:>11.2f}"
+    lines.append(line)
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/cv.py')
+  model_cfg = _CONFIG.value.model
+  try:
+    if _SWEEP.value:
+      rows = sweep_aggregate_at(model_cfg, _NUM_FRAMES.value)
+    else:
+      rows = [model_cost(model_cfg, _NUM_FRAMES.value)]
+  except models.ConfigError as e:
+    sys.exit(f'error: {e}')
+  if _JSON.value:
+    print(json.dumps(rows if _SWEEP.value else rows[0]))
+  else:
+    print(f'Forward pass per sample: batch 1, T={_NUM_FRAMES.value}, '
+          f'M={model_cfg.num_persons}, XLA cost analysis (1 multiply-add = 2 FLOPs)')
+    print(format_table(rows))
+
+
+if __name__ == '__main__':
+  app.run(main)

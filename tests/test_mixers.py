@@ -1,0 +1,133 @@
+"""The four spatial mixers (Eqs. 1-4), the graph, and folding symmetric into additive."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stbln_jax import graph
+from stbln_jax import mixers
+
+A_HAT = graph.ntu_adjacency()
+
+
+def _features(shape=(2, 5, 25, 6), seed=0):
+  return jax.random.normal(jax.random.key(seed), shape)
+
+
+def test_graph_partitions_cover_every_bone_once():
+  a = graph.partition_matrices()
+  assert a.shape == (3, 25, 25)
+  np.testing.assert_array_equal(a[0], np.eye(25))
+  assert a[1].sum() == a[2].sum() == 24
+  # Inward and outward are each other's transpose and the skeleton is a tree.
+  np.testing.assert_array_equal(a[1], a[2].T)
+  undirected = a[1] + a[2]
+  assert np.all(undirected == undirected.T)
+  # The centre (spine shoulder) gathers from 4 children and has no parent.
+  assert a[1][graph.CENTER_JOINT].sum() == 4 and a[2][graph.CENTER_JOINT].sum() == 0
+
+
+def test_symmetric_normalisation_matches_the_paper_formula():
+  a = graph.partition_matrices()
+  a_hat = graph.normalize(a, 'symmetric')
+  for p in range(3):
+    d = a[p].sum(1) + 1e-3
+    expected = np.diag(d ** -0.5) @ a[p] @ np.diag(d ** -0.5)
+    np.testing.assert_allclose(a_hat[p], expected, rtol=1e-6)
+  np.testing.assert_allclose(a_hat[0], np.eye(25) / 1.001, rtol=1e-6)
+
+
+def test_column_normalisation_divides_columns_by_their_sums():
+  a_hat = graph.normalize(graph.partition_matrices(), 'column')
+  col = a_hat[1].sum(0)
+  nonzero = graph.partition_matrices()[1].sum(0) > 0
+  np.testing.assert_allclose(col[nonzero], 1.0, rtol=1e-6)
+  assert np.all(col[~nonzero] == 0)
+  with pytest.raises(ValueError, match='unknown adjacency normalization'):
+    graph.normalize(graph.partition_matrices(), 'rows')
+
+
+def test_symmetric_attention_is_exactly_symmetric_and_learns_from_init():
+  mixer = mixers.SymmetricMixer(8, adjacency=A_HAT)
+  h = _features()
+  params = mixer.init(jax.random.key(1), h)['params']
+  l = params['L']
+  assert l.shape == (3, 25, 25) and float(jnp.abs(l).max()) > 0
+  m = np.asarray(mixers.symmetric_attention(l))
+  np.testing.assert_array_equal(m, np.swapaxes(m, -1, -2))  # exact, not approximate
+  assert not np.allclose(m, 0)
+
+  target = _features((2, 5, 25, 8), seed=2)
+
+  def loss(p):
+    return jnp.mean((mixer.apply({'params': p}, h) - target) ** 2)
+
+  grads = jax.grad(loss)(params)
+  assert float(jnp.linalg.norm(grads['L'])) > 1e-6
+  # L = 0 is a stationary point: the reason L needs a random start.
+  zero = dict(params, L=jnp.zeros_like(l))
+  assert float(jnp.linalg.norm(jax.grad(loss)(zero)['L'])) == 0.0
+
+
+def test_low_rank_symmetric_mixer():
+  mixer = mixers.SymmetricMixer(4, adjacency=A_HAT, rank=3)
+  params = mixer.init(jax.random.key(0), _features())['params']
+  assert params['L'].shape == (3, 25, 3)
+  m = np.asarray(mixers.symmetric_attention(params['L']))
+  assert all(np.linalg.matrix_rank(m[p], tol=1e-8) <= 3 for p in range(3))
+
+
+def test_bilinear_with_u_equal_to_a_hat_is_additive_with_zero_attention():
+  h = _features()
+  additive = mixers.AdditiveMixer(7, adjacency=A_HAT)
+  params = additive.init(jax.random.key(3), h)['params']
+  np.testing.assert_array_equal(params['M'], 0)  # Eq. (2) starts from Â alone
+  bilinear = mixers.BilinearMixer(7)
+  y_add = additive.apply({'params': params}, h)
+  y_bil = bilinear.apply({'params': {'U': jnp.asarray(A_HAT), 'W': params['W']}}, h)
+  np.testing.assert_allclose(y_bil, y_add, rtol=1e-6, atol=1e-6)
+
+
+def test_multiplicative_starts_at_a_hat_and_keeps_the_bones():
+  h = _features()
+  mixer = mixers.MultiplicativeMixer(5, adjacency=A_HAT)
+  params = mixer.init(jax.random.key(4), h)['params']
+  np.testing.assert_array_equal(params['M'], 1)
+  # Whatever M becomes, joints that are not connected stay unconnected (Â ⊙ M).
+  u = mixers.multiplicative_u(jnp.asarray(A_HAT), jax.random.normal(jax.random.key(5), A_HAT.shape))
+  assert np.all(np.asarray(u)[A_HAT == 0] == 0)
+
+
+def test_spatial_mix_matches_the_sum_over_partitions():
+  h = _features((3, 25, 4))
+  u = jax.random.normal(jax.random.key(6), (3, 10, 25))
+  w = jax.random.normal(jax.random.key(7), (3, 4, 6))
+  expected = sum(jnp.einsum('wv,tvc->twc', u[p], h) @ w[p] for p in range(3))
+  np.testing.assert_allclose(mixers.spatial_mix(h, u, w), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bilinear_changes_the_number_of_nodes():
+  h = _features()
+  for v_out in (1, 10, 40):
+    mixer = mixers.BilinearMixer(6, num_nodes_out=v_out)
+    y, variables = mixer.init_with_output(jax.random.key(0), h)
+    assert y.shape == (2, 5, v_out, 6)
+    assert variables['params']['U'].shape == (3, v_out, 25)
+
+
+def test_only_bilinear_changes_the_number_of_nodes():
+  with pytest.raises(ValueError, match="only the 'bilinear' mixer"):
+    mixers.make_mixer('additive', 8, adjacency=A_HAT, num_nodes_out=1)
+  with pytest.raises(ValueError, match='unknown mixer'):
+    mixers.make_mixer('attention', 8, adjacency=A_HAT)
+
+
+def test_fold_replaces_l_by_l_lt_and_keeps_the_rest():
+  params = {'layer_1': {'mixer': {'L': jnp.ones((3, 25, 2)), 'W': jnp.ones((3, 3, 4))},
+                        'bn_spatial': {'scale': jnp.ones(4)}}}
+  folded = mixers.fold_symmetric_params(params)
+  assert set(folded['layer_1']['mixer']) == {'M', 'W'}
+  np.testing.assert_array_equal(folded['layer_1']['mixer']['M'], 2.0)
+  np.testing.assert_array_equal(folded['layer_1']['bn_spatial']['scale'], 1.0)
+  np.testing.assert_array_equal(folded['layer_1']['mixer']['W'], params['layer_1']['mixer']['W'])

@@ -11,11 +11,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-NTU_SAMPLES = REPO_ROOT.parent / "shared" / "ntu_samples"
+# Copies of the six real NTU RGB+D files and the official missing-skeleton lists.
+NTU_SAMPLES = REPO_ROOT / "tests" / "data" / "ntu_samples"
 
 
 @pytest.fixture(scope="session")
 def ntu_samples_dir():
-  if not NTU_SAMPLES.is_dir():
-    pytest.skip(f"real NTU samples not found at {NTU_SAMPLES}")
   return NTU_SAMPLES

@@ -1,0 +1,465 @@
+"""TFDS builder `ntu_rgbd`: NTU RGB+D 60/120 skeletons stored as array_record.
+
+This module owns what turns a folder of raw `.skeleton` files into records:
+the NTU action names, the four benchmark configs and their split rules, the
+official missing-skeleton lists, and the parallel parse of the raw files. It
+needs no TensorFlow: records are written by TFDS's own writer as array_record
+and read back with `tfds.data_source` (see `stbln_jax.input_pipeline`).
+
+Configs (`ntu_rgbd/<config>`):
+
+  xview     NTU-60 cross-view: train cameras 2 and 3, test camera 1.
+  xsub      NTU-60 cross-subject: the 20 training subjects of Shahroudy et al.
+  xsub120   NTU-120 cross-subject: those plus the 33 NTU-120 training subjects.
+  xset120   NTU-120 cross-setup: even setup ids train, odd ones test.
+
+NTU-60 configs read actions A001-A060, NTU-120 configs A001-A120; files of
+other actions are ignored. Samples on the official missing-skeleton list (302
+for NTU-60, 535 for NTU-120) are excluded.
+
+Manual dir layout: the unzipped skeleton archives anywhere below the manual
+dir (`<data_dir>/downloads/manual/` unless `--manual_dir` says otherwise).
+Files are found recursively by their `.skeleton` suffix, e.g.
+
+  <manual_dir>/nturgb+d_skeletons/S001C001P001R001A001.skeleton   (s001-s017)
+  <manual_dir>/nturgb+d_skeletons120/S018C001P008R001A061.skeleton (s018-s032)
+
+One record per sample: `skeleton` float32 (T, 2, 25, 3) at its true length T
+(normalised by `preprocess_skeleton`; padding happens at read time), `label`
+(action - 1), `name`, `setup`, `camera`, `subject`, `replication`, `num_frames`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.resources
+import multiprocessing
+import os
+import pathlib
+from typing import Iterable, Iterator, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
+
+from stbln_jax.data import preprocess
+from stbln_jax.data import skeleton as skeleton_lib
+
+# ---- NTU action names (A001 ... A120; label = action - 1) -------------------
+
+ACTION_NAMES = (
+    # NTU RGB+D 60: A001-A060.
+    'drink water', 'eat meal/snack', 'brushing teeth', 'brushing hair',
+    'drop', 'pickup', 'throw', 'sitting down',
+    'standing up (from sitting position)', 'clapping', 'reading', 'writing',
+    'tear up paper', 'wear jacket', 'take off jacket', 'wear a shoe',
+    'take off a shoe', 'wear on glasses', 'take off glasses',
+    'put on a hat/cap', 'take off a hat/cap', 'cheer up', 'hand waving',
+    'kicking something', 'reach into pocket', 'hopping (one foot jumping)',
+    'jump up', 'make a phone call/answer phone', 'playing with phone/tablet',
+    'typing on a keyboard', 'pointing to something with finger',
+    'taking a selfie', 'check time (from watch)', 'rub two hands together',
+    'nod head/bow', 'shake head', 'wipe face', 'salute',
+    'put the palms together', 'cross hands in front (say stop)',
+    'sneeze/cough', 'staggering', 'falling', 'touch head (headache)',
+    'touch chest (stomachache/heart pain)', 'touch back (backache)',
+    'touch neck (neckache)', 'nausea or vomiting condition',
+    'use a fan (with hand or paper)/feeling warm',
+    'punching/slapping other person', 'kicking other person',
+    'pushing other person', 'pat on back of other person',
+    'point finger at the other person', 'hugging other person',
+    'giving something to other person', "touch other person's pocket",
+    'handshaking', 'walking towards each other',
+    'walking apart from each other',
+    # NTU RGB+D 120 additions: A061-A120.
+    'put on headphone', 'take off headphone', 'shoot at the basket',
+    'bounce ball', 'tennis bat swing', 'juggling table tennis balls',
+    'hush (quite)', 'flick hair', 'thumb up', 'thumb down', 'make ok sign',
+    'make victory sign', 'staple book', 'counting money', 'cutting nails',
+    'cutting paper (using scissors)', 'snapping fingers', 'open bottle',
+    'sniff (smell)', 'squat down', 'toss a coin', 'fold paper',
+    'ball up paper', 'play magic cube', 'apply cream on face',
+    'apply cream on hand back', 'put on bag', 'take off bag',
+    'put something into a bag', 'take something out of a bag', 'open a box',
+    'move heavy objects', 'shake fist', 'throw up cap/hat',
+    'hands up (both hands)', 'cross arms', 'arm circles', 'arm swings',
+    'running on the spot', 'butt kicks (kick backward)', 'cross toe touch',
+    'side kick', 'yawn', 'stretch oneself', 'blow nose',
+    'hit other person with something', 'wield knife towards other person',
+    'knock over other person (hit with body)', "grab other person's stuff",
+    'shoot at other person with a gun', 'step on foot', 'high-five',
+    'cheers and drink', 'carry something with other person',
+    'take a photo of other person', 'follow other person',
+    "whisper in other person's ear", 'exchange things with other person',
+    'support somebody with hand',
+    'finger-guessing game (playing rock-paper-scissors)',
+)
+assert len(ACTION_NAMES) == 120
+
+# ---- Split rules ------------------------------------------------------------
+
+XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
+# Shahroudy et al. (2016), cross-subject training subjects.
+XSUB_TRAIN_SUBJECTS = frozenset({
+    1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38,
+})
+# Liu et al. (2020) add these for NTU-120 cross-subject.
+XSUB120_TRAIN_SUBJECTS = XSUB_TRAIN_SUBJECTS | frozenset({
+    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82,
+    83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103,
+})
+
+TRAIN = 'train'
+TEST = 'test'
+
+_MISSING_LISTS = {
+    60: 'NTU_RGBD_samples_with_missing_skeletons.txt',
+    120: 'NTU_RGBD120_samples_with_missing_skeletons.txt',
+}
+
+
+@dataclasses.dataclass(eq=False)
+class NtuRgbdConfig(tfds.core.BuilderConfig):
+  """One NTU benchmark: which actions it reads and how it splits them.
+
+  Attributes:
+    num_classes: 60 (NTU RGB+D) or 120 (NTU RGB+D 120); actions above it are
+      ignored and the matching official missing-skeleton list is excluded.
+    split_rule: 'camera', 'subject' or 'setup' (see `split_of`).
+  """
+
+  num_classes: int = 60
+  split_rule: str = 'camera'
+
+
+BUILDER_CONFIGS = (
+    NtuRgbdConfig(
+        name='xview', num_classes=60, split_rule='camera',
+        description='NTU RGB+D 60 cross-view: train cameras 2, 3; test 1.'),
+    NtuRgbdConfig(
+        name='xsub', num_classes=60, split_rule='subject',
+        description='NTU RGB+D 60 cross-subject (20 training subjects).'),
+    NtuRgbdConfig(
+        name='xsub120', num_classes=120, split_rule='subject',
+        description='NTU RGB+D 120 cross-subject (53 training subjects).'),
+    NtuRgbdConfig(
+        name='xset120', num_classes=120, split_rule='setup',
+        description='NTU RGB+D 120 cross-setup: even setup ids train.'),
+)
+_CONFIGS_BY_NAME = {c.name: c for c in BUILDER_CONFIGS}
+
+
+def get_config(name: str) -> NtuRgbdConfig:
+  """The builder config called `name` ('xview', 'xsub', 'xsub120', 'xset120')."""
+  try:
+    return _CONFIGS_BY_NAME[name]
+  except KeyError:
+    raise ValueError(
+        f'unknown ntu_rgbd config {name!r}; expected one of '
+        f'{sorted(_CONFIGS_BY_NAME)}') from None
+
+
+def split_of(sample: skeleton_lib.SampleName, config: NtuRgbdConfig) -> str:
+  """'train' or 'test' for `sample` under `config`'s benchmark protocol."""
+  if config.split_rule == 'camera':
+    is_train = sample.camera in XVIEW_TRAIN_CAMERAS
+  elif config.split_rule == 'subject':
+    subjects = (XSUB_TRAIN_SUBJECTS if config.num_classes == 60
+                else XSUB120_TRAIN_SUBJECTS)
+    is_train = sample.subject in subjects
+  elif config.split_rule == 'setup':
+    is_train = sample.setup % 2 == 0
+  else:
+    raise ValueError(f'unknown split rule {config.split_rule!r}')
+  return TRAIN if is_train else TEST
+
+
+def missing_samples(num_classes: int) -> frozenset[str]:
+  """Names (no suffix) on the official missing-skeleton list for NTU-60/120.
+
+  The lists ship in `stbln_jax/data/resources/`: two header lines, a blank
+  line, then one sample name per line.
+  """
+  if num_classes not in _MISSING_LISTS:
+    raise ValueError(f'num_classes must be 60 or 120, got {num_classes}')
+  text = (importlib.resources.files(__package__) / 'resources' /
+          _MISSING_LISTS[num_classes]).read_text()
+  return frozenset(
+      line.strip() for line in text.splitlines()
+      if line.strip().startswith('S') and len(line.strip()) == 20)
+
+
+def find_skeleton_files(root: os.PathLike[str] | str) -> list[pathlib.Path]:
+  """Every `*.skeleton` file below `root` (recursively), sorted by path."""
+  return sorted(p for p in pathlib.Path(root).rglob('*.skeleton')
+                if p.is_file())
+
+
+# ---- What a build did with each file ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedFile:
+  """A file that produced no record, and why (a parse error, a bad name...)."""
+
+  path: str
+  reason: str
+
+
+@dataclasses.dataclass
+class FileSelection:
+  """The files of a manual dir sorted into splits for one config.
+
+  Attributes:
+    splits: split name -> paths whose records go there.
+    excluded: sample names on the official missing-skeleton list.
+    ignored: number of files whose action is outside the config's range.
+    skipped: files whose name is not an NTU sample name, or duplicates.
+  """
+
+  splits: dict[str, list[pathlib.Path]]
+  excluded: list[str]
+  ignored: int
+  skipped: list[SkippedFile]
+
+
+def select_files(paths: Iterable[os.PathLike[str] | str],
+                 config: NtuRgbdConfig) -> FileSelection:
+  """Sorts `paths` into train/test by `config`'s rules; nothing is parsed."""
+  missing = missing_samples(config.num_classes)
+  splits = {TRAIN: [], TEST: []}
+  excluded, skipped, ignored = [], [], 0
+  seen = {}
+  for path in paths:
+    path = pathlib.Path(path)
+    try:
+      sample = skeleton_lib.parse_sample_name(path)
+    except ValueError as e:
+      skipped.append(SkippedFile(str(path), f'bad sample name: {e}'))
+      continue
+    if not 1 <= sample.action <= config.num_classes:
+      ignored += 1
+      continue
+    if sample.name in missing:
+      excluded.append(sample.name)
+      continue
+    if sample.name in seen:
+      # Two copies of one sample would give one key twice; keep the first.
+      skipped.append(SkippedFile(str(path), f'duplicate of {seen[sample.name]}'))
+      continue
+    seen[sample.name] = path
+    splits[split_of(sample, config)].append(path)
+  return FileSelection(splits=splits, excluded=sorted(excluded),
+                       ignored=ignored, skipped=skipped)
+
+
+@dataclasses.dataclass
+class BuildReport:
+  """Filled in by `NtuRgbd` while it prepares the dataset."""
+
+  num_files: int = 0  # `.skeleton` files found under the manual dir
+  num_parsed: int = 0  # files handed to the parser (records + parse failures)
+  excluded: list[str] = dataclasses.field(default_factory=list)
+  ignored: int = 0
+  skipped: list[SkippedFile] = dataclasses.field(default_factory=list)
+
+
+# ---- Parsing, in worker processes ---------------------------------------------
+
+
+def parse_file(path: str) -> tuple[str, np.ndarray | None, str | None]:
+  """(path, skeleton (T, 2, 25, 3) float32, None) or (path, None, reason).
+
+  Runs in worker processes; any error becomes a reason so that one bad file
+  never stops a build.
+  """
+  try:
+    return path, preprocess.preprocess_skeleton(path), None
+  except Exception as e:  # pylint: disable=broad-except
+    return path, None, f'{type(e).__name__}: {e}'
+
+
+def _chunksize(num_items: int, num_workers: int) -> int:
+  # Big enough to amortise the pipe round trip, small enough to keep every
+  # worker busy until the end (about 8 chunks per worker).
+  return max(1, min(32, num_items // (8 * num_workers)))
+
+
+def parse_files(paths: Sequence[str], pool=None, num_workers: int = 1,
+                ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+  """`parse_file` over `paths`; in `pool` (of `num_workers`) in any order."""
+  if pool is None:
+    yield from map(parse_file, paths)
+  else:
+    yield from pool.imap_unordered(
+        parse_file, paths, chunksize=_chunksize(len(paths), num_workers))
+
+
+def worker_pool(num_workers: int):
+  """A process pool whose workers have this module imported once.
+
+  A forkserver keeps workers safe when the parent already runs threads (JAX,
+  progress bars) and, with this module preloaded, cheap to start.
+  """
+  if 'forkserver' in multiprocessing.get_all_start_methods():
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload([__name__])
+  else:
+    context = multiprocessing.get_context('spawn')
+  return context.Pool(num_workers)
+
+
+@contextlib.contextmanager
+def _shuffle_buffer_in_memory():
+  """Keeps TFDS's shuffle buffer in memory for the whole split.
+
+  Above 1 GiB TFDS spills the buffer to temporary files through `tf.io.gfile`,
+  which needs TensorFlow. NTU training splits are 1.5-3 GiB of records, so
+  the build holds one split in memory instead (a few GiB of RAM).
+  """
+  limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+  tfds_shuffle.MAX_MEM_BUFFER_SIZE = 1 << 62
+  try:
+    yield
+  finally:
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
+
+
+# ---- The builder --------------------------------------------------------------
+
+_CITATION = r"""
+@inproceedings{shahroudy2016ntu,
+  title={{NTU RGB+D}: A Large Scale Dataset for {3D} Human Activity Analysis},
+  author={Shahroudy, Amir and Liu, Jun and Ng, Tian-Tsong and Wang, Gang},
+  booktitle={CVPR},
+  year={2016}
+}
+@article{liu2020ntu,
+  title={{NTU RGB+D 120}: A Large-Scale Benchmark for {3D} Human Activity
+         Understanding},
+  author={Liu, Jun and Shahroudy, Amir and Perez, Mauricio and Wang, Gang and
+          Duan, Ling-Yu and Kot, Alex C.},
+  journal={IEEE TPAMI},
+  year={2020}
+}
+"""
+
+
+class NtuRgbd(tfds.core.GeneratorBasedBuilder):
+  """NTU RGB+D 60/120 skeleton sequences (Kinect v2, 25 joints, 2 persons)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = list(BUILDER_CONFIGS)
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Request the skeleton archives at https://rose1.ntu.edu.sg/dataset/actionRecognition/
+  (nturgbd_skeletons_s001_to_s017.zip; for the NTU-120 configs also
+  nturgbd_skeletons_s018_to_s032.zip) and unzip them anywhere below the manual
+  dir: `.skeleton` files are found recursively.
+  """
+
+  def __init__(self, *, num_workers: int | None = None, file_format=None,
+               **kwargs):
+    """Like any TFDS builder, plus the number of parsing processes.
+
+    Args:
+      num_workers: processes parsing `.skeleton` files (None: all cores; 1:
+        parse in this process).
+      file_format: defaults to array_record, which the input pipeline reads.
+      **kwargs: forwarded to `tfds.core.GeneratorBasedBuilder`.
+    """
+    super().__init__(file_format=file_format or 'array_record', **kwargs)
+    self.num_workers = num_workers or os.cpu_count() or 1
+    self.report = BuildReport()
+    self._pool = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    num_classes = self.builder_config.num_classes
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(
+            'Skeleton sequences of NTU RGB+D (60 actions) and NTU RGB+D 120, '
+            'normalised as in 2s-AGCN (centred on the spine, rotated to a '
+            'canonical view), two persons, 25 Kinect v2 joints, stored at '
+            'their true length.'),
+        features=tfds.features.FeaturesDict({
+            # Raw bytes: a float list would cost more to write and to read.
+            'skeleton': tfds.features.Tensor(
+                shape=(None, 2, 25, 3), dtype=np.float32,
+                encoding=tfds.features.Encoding.BYTES),
+            'label': tfds.features.ClassLabel(
+                names=ACTION_NAMES[:num_classes]),
+            'name': tfds.features.Text(),
+            'setup': np.int32,
+            'camera': np.int32,
+            'subject': np.int32,
+            'replication': np.int32,
+            'num_frames': np.int32,
+        }),
+        supervised_keys=('skeleton', 'label'),
+        homepage='https://rose1.ntu.edu.sg/dataset/actionRecognition/',
+        citation=_CITATION,
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self.report = BuildReport()
+    with contextlib.ExitStack() as stack:
+      stack.enter_context(_shuffle_buffer_in_memory())
+      if self.num_workers > 1:
+        self._pool = stack.enter_context(worker_pool(self.num_workers))
+      try:
+        super()._download_and_prepare(dl_manager, download_config)
+      finally:
+        self._pool = None
+
+  def _split_generators(self, dl_manager):
+    root = dl_manager.manual_dir
+    paths = find_skeleton_files(root)
+    if not paths:
+      raise FileNotFoundError(
+          f'no .skeleton files under {root}.' + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    selection = select_files(paths, self.builder_config)
+    self.report.num_files = len(paths)
+    self.report.excluded = selection.excluded
+    self.report.ignored = selection.ignored
+    self.report.skipped.extend(selection.skipped)
+    for skipped in selection.skipped:
+      logging.info('Skipping %s: %s', skipped.path, skipped.reason)
+    for split, split_paths in selection.splits.items():
+      if not split_paths:
+        raise ValueError(
+            f'no file under {root} belongs to the {split} split of '
+            f'ntu_rgbd/{self.builder_config.name} '
+            f'({self.builder_config.description})')
+    return {
+        split: self._generate_examples(split, [str(p) for p in split_paths])
+        for split, split_paths in selection.splits.items()}
+
+  def _generate_examples(self, split, paths):
+    num_records, reasons = 0, []
+    for path, skeleton, reason in parse_files(paths, self._pool,
+                                              self.num_workers):
+      self.report.num_parsed += 1
+      if reason is not None:
+        logging.info('Skipping %s: %s', path, reason)
+        self.report.skipped.append(SkippedFile(path, reason))
+        reasons.append(reason)
+        continue
+      sample = skeleton_lib.parse_sample_name(path)
+      num_records += 1
+      yield sample.name, {
+          'skeleton': skeleton,
+          'label': sample.action - 1,
+          'name': sample.name,
+          'setup': sample.setup,
+          'camera': sample.camera,
+          'subject': sample.subject,
+          'replication': sample.replication,
+          'num_frames': skeleton.shape[0],
+      }
+    if not num_records:
+      raise ValueError(
+          f'none of the {len(paths)} files of the {split} split could be '
+          f'parsed; first reasons: {reasons[:3]}')

@@ -1,0 +1,578 @@
+"""Reader for NTU RGB+D `.skeleton` text files (Kinect v2, 25 joints).
+
+This module owns the raw file format: `read_skeleton` turns one file into a
+`Skeleton` of per-frame arrays, and rejects every malformed file with a
+`SkeletonFormatError` that names the file, the line and what was expected.
+`parse_sample_name` reads the setup/camera/subject/replication/action ids out
+of a name such as `S001C002P003R002A013`.
+
+File format (whitespace separated, LF or CRLF line ends):
+
+    <numFrames>
+    per frame:
+      <numBodies>                                   (0 is legal)
+      per body:
+        bodyID clipedEdges handLeftConfidence handLeftState
+          handRightConfidence handRightState isRestricted leanX leanY
+          trackingState                             (10 values, one line)
+        <numJoints>                                 (always 25)
+        25 lines: x y z depthX depthY colorX colorY
+                  orientationW orientationX orientationY orientationZ
+                  trackingState                     (12 values per line)
+
+Speed: the NTU-120 archive holds 114,480 files of ~300 KB each, so the reader
+never converts numbers one Python `float()` at a time. All numbers of a file
+are decoded at once by `_decode_numbers`, which loads each token as two
+unaligned little-endian 64-bit words and turns its ASCII digits into an integer
+with SIMD-within-a-register arithmetic (exact, like `float()`); only rare tokens
+(exponent notation, very long tokens, junk) take a per-token Python path. The
+frame/body headers are then walked in Python (a few hundred steps per file),
+and the line structure is checked by comparing where lines start with where
+the format says they must start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import re
+
+import numpy as np
+
+NUM_JOINTS = 25
+# Values on one joint line and on one body line (after the body ID).
+JOINT_VALUES = 12
+BODY_INFO_VALUES = 9
+BODY_INFO_FIELDS = ('clipedEdges', 'handLeftConfidence', 'handLeftState',
+                    'handRightConfidence', 'handRightState', 'isRestricted',
+                    'leanX', 'leanY', 'trackingState')
+JOINT_FIELDS = ('x', 'y', 'z', 'depthX', 'depthY', 'colorX', 'colorY',
+                'orientationW', 'orientationX', 'orientationY', 'orientationZ',
+                'trackingState')
+# Sanity limits: NTU files have at most ~300 frames and 4 bodies per frame.
+MAX_FRAMES = 100_000
+MAX_BODIES = 6
+
+# Tokens of one body: ID, 9 info values, the joint count, 25 x 12 joint values.
+_BODY_TOKENS = 1 + BODY_INFO_VALUES + 1 + NUM_JOINTS * JOINT_VALUES
+# Offsets (in tokens, from the body line's first token) of the lines of a body.
+_BODY_LINE_OFFSETS = np.concatenate(
+    [[0, 1 + BODY_INFO_VALUES],
+     2 + BODY_INFO_VALUES + JOINT_VALUES * np.arange(NUM_JOINTS)])
+_LINE_KINDS = {1: 'count line', 1 + BODY_INFO_VALUES: 'body line',
+               JOINT_VALUES: 'joint line'}
+
+
+class SkeletonFormatError(ValueError):
+  """A `.skeleton` file that does not follow the format.
+
+  Attributes:
+    path: the file.
+    line: 1-based line number of the offending text, or None.
+    reason: what was wrong, e.g. 'expected 25 joints, got 24'.
+  """
+
+  def __init__(self, path, line: int | None, reason: str):
+    self.path = str(path)
+    self.line = line
+    self.reason = reason
+    where = self.path if line is None else f'{self.path}:{line}'
+    super().__init__(f'{where}: {reason}')
+
+  def __reduce__(self):
+    # Keeps the attributes when the error crosses a process boundary.
+    return type(self), (self.path, self.line, self.reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+  """The bodies seen in one frame; B may be 0 (nobody tracked).
+
+  Attributes:
+    body_ids: int64 (B,) Kinect tracking IDs (stable across frames).
+    body_info: float32 (B, 9) in `BODY_INFO_FIELDS` order.
+    xyz: float32 (B, 25, 3) camera coordinates in metres.
+    depth_xy: float32 (B, 25, 2) pixels in the 512x424 depth image.
+    color_xy: float32 (B, 25, 2) pixels in the 1920x1080 colour image.
+    orientation: float32 (B, 25, 4) joint quaternions (w, x, y, z).
+    tracking_state: int8 (B, 25): 0 not tracked, 1 inferred, 2 tracked.
+  """
+  body_ids: np.ndarray
+  body_info: np.ndarray
+  xyz: np.ndarray
+  depth_xy: np.ndarray
+  color_xy: np.ndarray
+  orientation: np.ndarray
+  tracking_state: np.ndarray
+
+  @property
+  def num_bodies(self) -> int:
+    return len(self.body_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyRows:
+  """Every body of every frame of a file, one row each, in file order.
+
+  This is the flat form `Skeleton.frames` is cut from; row r belongs to frame
+  `frame_index[r]`. With R rows: `frame_index` int64 (R,), `body_ids` int64
+  (R,), `body_info` float32 (R, 9), `joints` float32 (R, 25, 11) holding the
+  first 11 joint values (x y z depthX depthY colorX colorY orientation w x y z),
+  `tracking_state` int8 (R, 25).
+  """
+  frame_index: np.ndarray
+  body_ids: np.ndarray
+  body_info: np.ndarray
+  joints: np.ndarray
+  tracking_state: np.ndarray
+
+  @property
+  def xyz(self) -> np.ndarray:
+    """float32 (R, 25, 3)."""
+    return self.joints[:, :, 0:3]
+
+  def frame(self, start: int, stop: int) -> Frame:
+    """The rows start..stop-1 as one `Frame` (arrays are views)."""
+    joints = self.joints[start:stop]
+    return Frame(body_ids=self.body_ids[start:stop],
+                 body_info=self.body_info[start:stop],
+                 xyz=joints[:, :, 0:3], depth_xy=joints[:, :, 3:5],
+                 color_xy=joints[:, :, 5:7], orientation=joints[:, :, 7:11],
+                 tracking_state=self.tracking_state[start:stop])
+
+  @classmethod
+  def from_frames(cls, frames) -> BodyRows:
+    counts = [f.num_bodies for f in frames]
+    if not frames:
+      return cls(np.zeros((0,), np.int64), np.zeros((0,), np.int64),
+                 np.zeros((0, BODY_INFO_VALUES), np.float32),
+                 np.zeros((0, NUM_JOINTS, JOINT_VALUES - 1), np.float32),
+                 np.zeros((0, NUM_JOINTS), np.int8))
+    joints = np.concatenate(
+        [np.concatenate([f.xyz, f.depth_xy, f.color_xy, f.orientation], -1)
+         for f in frames], 0).astype(np.float32)
+    return cls(
+        frame_index=np.repeat(np.arange(len(frames)), counts),
+        body_ids=np.concatenate([f.body_ids for f in frames]).astype(np.int64),
+        body_info=np.concatenate([f.body_info for f in frames]).astype(
+            np.float32),
+        joints=joints,
+        tracking_state=np.concatenate(
+            [f.tracking_state for f in frames]).astype(np.int8))
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+  """One parsed `.skeleton` file.
+
+  Attributes:
+    path: the file it was read from.
+    num_frames: frames in the file (also those with no body).
+    frames: `num_frames` `Frame`s.
+  """
+  path: str
+  num_frames: int
+  frames: tuple[Frame, ...]
+  # The same bodies as flat rows; filled by `read_skeleton`, else derived.
+  _rows: BodyRows | None = dataclasses.field(
+      default=None, repr=False, compare=False)
+
+  @functools.cached_property
+  def rows(self) -> BodyRows:
+    """Every body of every frame as flat rows (see `BodyRows`)."""
+    if self._rows is not None:
+      return self._rows
+    return BodyRows.from_frames(self.frames)
+
+  @property
+  def body_ids(self) -> tuple[int, ...]:
+    """Distinct body IDs in order of first appearance."""
+    ids = self.rows.body_ids
+    _, first = np.unique(ids, return_index=True)
+    return tuple(int(ids[i]) for i in np.sort(first))
+
+  def track(self, body_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """One body over the whole file.
+
+    Returns:
+      present: bool (T,), the frames where `body_id` appears.
+      xyz: float32 (T, 25, 3), its joints there and zeros elsewhere.
+    """
+    rows = self.rows
+    mine = rows.body_ids == body_id
+    present = np.zeros((self.num_frames,), bool)
+    present[rows.frame_index[mine]] = True
+    xyz = np.zeros((self.num_frames, NUM_JOINTS, 3), np.float32)
+    xyz[rows.frame_index[mine]] = rows.xyz[mine]
+    return present, xyz
+
+
+# ---- Sample names -----------------------------------------------------------
+
+_NAME_RE = re.compile(r'S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})')
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleName:
+  """The ids in a sample name such as `S001C002P003R002A013` (all 1-based)."""
+  setup: int
+  camera: int
+  subject: int
+  replication: int
+  action: int
+
+  @property
+  def name(self) -> str:
+    return (f'S{self.setup:03d}C{self.camera:03d}P{self.subject:03d}'
+            f'R{self.replication:03d}A{self.action:03d}')
+
+
+def parse_sample_name(name_or_path: str | os.PathLike[str]) -> SampleName:
+  """Reads the ids out of `SsssCcccPpppRrrrAaaa` (a bare name or a path to
+  `SsssCcccPpppRrrrAaaa.skeleton`).
+
+  Raises:
+    ValueError: the name does not have that form.
+  """
+  stem = pathlib.Path(name_or_path).name
+  if stem.endswith('.skeleton'):
+    stem = stem[:-len('.skeleton')]
+  match = _NAME_RE.fullmatch(stem)
+  if match is None:
+    raise ValueError(
+        f'{str(name_or_path)!r} is not an NTU sample name of the form '
+        'SsssCcccPpppRrrrAaaa (e.g. S001C002P003R002A013)')
+  ids = [int(g) for g in match.groups()]
+  if 0 in ids:
+    raise ValueError(f'{str(name_or_path)!r}: NTU ids start at 1')
+  return SampleName(*ids)
+
+
+# ---- Number decoding ----------------------------------------------------------
+
+# Whitespace padding around the text, so every token has 16 readable bytes on
+# either side for the 8-byte word loads.
+_PAD = 16
+_U64 = np.uint64
+
+
+def _bytes8(byte: int) -> np.uint64:
+  return _U64(int.from_bytes(bytes([byte]) * 8, 'little'))
+
+
+_LOW7 = _bytes8(0x7F)
+_ASCII_ZEROS = _bytes8(ord('0'))
+_ASCII_DOTS = _bytes8(ord('.'))
+_SIXES = _bytes8(0x06)
+_HIGH_NIBBLES = _bytes8(0xF0)
+_LOW_NIBBLES = _bytes8(0x0F)
+_DOT_TO_ZERO = _U64(ord('.') ^ ord('0'))
+# A token of n <= 15 characters (sign removed) is loaded right-aligned into
+# two words (lo: characters 16-n.., hi: the last 8); bytes before the token
+# are replaced by ASCII '0'. _KEEP_*[n] keeps the token's bytes, _FILL_*[n]
+# puts the '0's in.
+_KEEP_LO = np.array(
+    [0 if n <= 8 else ((1 << 64) - 1) ^ ((1 << (8 * (16 - n))) - 1)
+     for n in range(16)], dtype=np.uint64)
+_KEEP_HI = np.array(
+    [((1 << 64) - 1) ^ ((1 << (8 * (8 - min(n, 8)))) - 1) for n in range(16)],
+    dtype=np.uint64)
+_FILL_LO = ~_KEEP_LO & _ASCII_ZEROS
+_FILL_HI = ~_KEEP_HI & _ASCII_ZEROS
+# Indexed by the number of fraction digits F (16 means no decimal point).
+_POW10 = 10.0 ** np.minimum(np.arange(17), 15)
+_POW10[16] = 1.0
+_INT_SCALE = 10.0 * _POW10
+_INT_DROP = 9.0 * _POW10
+_INT_DROP[16] = 0.0
+# Tokens decoded per numpy pass: keeps each temporary (<= 64 KiB) in cache.
+_CHUNK = 8192
+_NUMBER_RE = re.compile(rb'[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?')
+_NON_FINITE = {b'nan', b'inf', b'infinity'}
+
+
+def _ascii8_to_int(w: np.ndarray) -> np.ndarray:
+  """uint64 words of 8 ASCII digits (first digit in the lowest byte) -> ints."""
+  w = w & _LOW_NIBBLES
+  w = (w * _U64(10 * 256 + 1)) >> _U64(8)
+  w = ((w & _U64(0x00FF00FF00FF00FF)) * _U64(100 * 65536 + 1)) >> _U64(16)
+  w = ((w & _U64(0x0000FFFF0000FFFF)) * _U64(10000 * (1 << 32) + 1)) >> _U64(32)
+  return w
+
+
+def _zero_byte_flags(w: np.ndarray) -> np.ndarray:
+  """0x80 in every byte of w that is 0x00, 0 elsewhere (exact)."""
+  return ~(((w & _LOW7) + _LOW7) | w | _LOW7)
+
+
+def _decode_chunk(words, buf, starts, ends):
+  """Decodes tokens `[-]digits[.digits]` of at most 15 characters after the
+  sign; returns (values float64, is_int bool, ok bool) where ok marks tokens
+  of that form (the others are left to the caller)."""
+  neg = buf[starts] == ord('-')
+  n = ends - starts - neg
+  ok = (n >= 1) & (n <= 15)
+  n = np.minimum(n, 15)
+  lo = words[ends - 16]
+  hi = words[ends - 8]
+  lo = (lo & _KEEP_LO[n]) | _FILL_LO[n]
+  hi = (hi & _KEEP_HI[n]) | _FILL_HI[n]
+  dot_lo = _zero_byte_flags(lo ^ _ASCII_DOTS)
+  dot_hi = _zero_byte_flags(hi ^ _ASCII_DOTS)
+  num_dots = np.bitwise_count(dot_lo) + np.bitwise_count(dot_hi)
+  has_dot = num_dots == 1
+  ok &= (num_dots <= 1) & ~(has_dot & (n == 1))
+  # Fraction digits F: the bytes above the dot (16: no dot).
+  above_hi = np.bitwise_count(~((dot_hi << _U64(1)) - _U64(1)))
+  above_lo = np.bitwise_count(~((dot_lo << _U64(1)) - _U64(1)))
+  frac = np.where(dot_hi != 0, above_hi // 8,
+                  np.where(dot_lo != 0, 8 + above_lo // 8, 16))
+  lo ^= (dot_lo >> _U64(7)) * _DOT_TO_ZERO
+  hi ^= (dot_hi >> _U64(7)) * _DOT_TO_ZERO
+  # Every byte must now be an ASCII digit.
+  d_lo = lo ^ _ASCII_ZEROS
+  d_hi = hi ^ _ASCII_ZEROS
+  ok &= (((d_lo | (d_lo + _SIXES) | d_hi | (d_hi + _SIXES)) & _HIGH_NIBBLES)
+         == 0)
+  # With the dot read as a 0 digit, z = int_part * 10^(F+1) + frac_digits.
+  z = (_ascii8_to_int(lo) * _U64(100_000_000) + _ascii8_to_int(hi)).astype(
+      np.float64)
+  int_part = np.floor(z / _INT_SCALE[frac])
+  values = (z - int_part * _INT_DROP[frac]) / _POW10[frac]
+  values = np.where(neg, -values, values)
+  return values, ~has_dot & ~neg, ok
+
+
+class _Tokens:
+  """The whitespace-separated tokens of one file, decoded to numbers."""
+
+  def __init__(self, path: str, data: bytes):
+    self.path = path
+    self.data = data
+    buf = np.frombuffer(b' ' * _PAD + data + b' ' * _PAD, np.uint8)
+    # Control bytes other than tab/LF/CR would silently split tokens.
+    self.newlines = np.flatnonzero(buf == ord('\n'))
+    num_space_like = (len(self.newlines) + np.count_nonzero(buf == ord('\r'))
+                      + np.count_nonzero(buf == ord('\t')))
+    if np.count_nonzero(buf < 32) != num_space_like:
+      bad = np.flatnonzero((buf < 32) & (buf != 9) & (buf != 10) & (buf != 13))
+      self.fail_at_byte(int(bad[0]), f'binary data (byte 0x{buf[bad[0]]:02x})')
+    space = buf <= 32
+    edges = np.flatnonzero(space[1:] != space[:-1]) + 1
+    self.starts = edges[0::2]
+    self.ends = edges[1::2]
+    self.count = len(self.starts)
+    words = np.ndarray((buf.size - 7,), np.uint64, buffer=buf, strides=(1,))
+    values = np.empty((self.count,), np.float64)
+    is_int = np.empty((self.count,), bool)
+    ok = np.empty((self.count,), bool)
+    for i in range(0, self.count, _CHUNK):
+      s = slice(i, i + _CHUNK)
+      values[s], is_int[s], ok[s] = _decode_chunk(
+          words, buf, self.starts[s], self.ends[s])
+    for k in np.flatnonzero(~ok):
+      values[k], is_int[k] = self._decode_slow(int(k))
+    self.values = values
+    self.is_int = is_int
+
+  def text(self, k: int) -> bytes:
+    return self.data[self.starts[k] - _PAD:self.ends[k] - _PAD]
+
+  def shown(self, k: int) -> str:
+    text = self.text(k)
+    return repr(text[:40].decode('ascii', 'backslashreplace')) + (
+        '...' if len(text) > 40 else '')
+
+  def line_of(self, k: int) -> int:
+    """1-based line of token k (k == count: the line after the last token)."""
+    pos = self.starts[k] if k < self.count else self.ends[-1]
+    return int(np.searchsorted(self.newlines, pos)) + 1
+
+  def fail(self, k: int, reason: str):
+    raise SkeletonFormatError(self.path, self.line_of(min(k, self.count)),
+                              reason)
+
+  def fail_at_byte(self, pos: int, reason: str):
+    line = int(np.searchsorted(self.newlines, pos)) + 1
+    raise SkeletonFormatError(self.path, line, reason)
+
+  def _decode_slow(self, k: int) -> tuple[float, bool]:
+    text = self.text(k)
+    if text.isdigit():
+      return float(text), True
+    if _NUMBER_RE.fullmatch(text):
+      value = float(text)
+      if not np.isfinite(value):
+        self.fail(k, f'non-finite value {self.shown(k)}')
+      return value, False
+    if text.lstrip(b'+-').lower() in _NON_FINITE:
+      self.fail(k, f'non-finite value {self.shown(k)}')
+    junk = [b for b in text if b >= 0x80]
+    if junk:
+      self.fail(k, f'binary data (byte 0x{junk[0]:02x}) in token '
+                f'{self.shown(k)}')
+    self.fail(k, f'non-numeric token {self.shown(k)}')
+
+  def count_at(self, k: int, what: str, limit: int) -> int:
+    """The non-negative integer token k, checked to be <= limit."""
+    if k >= self.count:
+      self.fail(k, f'file ends where the {what} should be')
+    if not self.is_int[k]:
+      self.fail(k, f'expected a non-negative integer {what}, got '
+                f'{self.shown(k)}')
+    value = self.values[k]
+    if value > limit:
+      self.fail(k, f'absurd {what} {self.shown(k)} (at most {limit})')
+    return int(value)
+
+
+# ---- The reader ---------------------------------------------------------------
+
+
+def _check_lines(tokens: _Tokens, frame_heads, body_heads, upto=None):
+  """Checks that each line starting before token `upto` (default: all) holds
+  exactly the tokens the format puts there."""
+  upto = tokens.count if upto is None else upto
+  expected = np.concatenate([
+      [0], frame_heads,
+      (np.asarray(body_heads, np.int64)[:, None] + _BODY_LINE_OFFSETS).ravel()])
+  expected.sort()
+  # Token starting each line after the first; trailing blank lines are fine.
+  after_newline = np.searchsorted(tokens.starts, tokens.newlines)
+  after_newline = after_newline[after_newline < tokens.count]
+  if len(after_newline) and after_newline[0] == 0:
+    raise SkeletonFormatError(tokens.path, 1, 'blank line')
+  blank = np.flatnonzero(np.diff(after_newline) == 0)
+  if len(blank) and after_newline[blank[0]] < upto:
+    raise SkeletonFormatError(tokens.path, int(blank[0]) + 2, 'blank line')
+  actual = np.concatenate([[0], after_newline])
+  actual = actual[actual < upto]
+  expected = expected[expected < upto]
+  if len(actual) == len(expected) and np.array_equal(actual, expected):
+    return
+  size = min(len(actual), len(expected))
+  diff = np.flatnonzero(actual[:size] != expected[:size])
+  # Line j (1-based) spans tokens actual[j-1]..actual[j]-1.
+  j = int(diff[0]) if len(diff) else size
+  ends_actual = np.append(actual, upto)
+  ends_expected = np.append(expected, upto)
+  got = int(ends_actual[j] - ends_actual[j - 1])
+  want = int(ends_expected[j] - ends_expected[j - 1])
+  kind = _LINE_KINDS.get(want, 'line')
+  raise SkeletonFormatError(tokens.path, j,
+                            f'{kind}: expected {want} values, got {got}')
+
+
+def _read_bytes(path: str) -> bytes:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError as e:
+    raise SkeletonFormatError(path, None, f'cannot read: {e}') from e
+
+
+def read_skeleton(path: str | os.PathLike[str]) -> Skeleton:
+  """Parses one NTU RGB+D `.skeleton` file.
+
+  Args:
+    path: the file.
+
+  Returns:
+    `Skeleton` with `num_frames` frames; a frame may hold 0 bodies, and so may
+    every frame (e.g. S001C002P006R001A008).
+
+  Raises:
+    SkeletonFormatError: the file is unreadable, empty, binary, truncated,
+      has a non-numeric or non-finite value, a negative or absurd count
+      (frames > 100000, bodies > 6, joints != 25), a line with the wrong
+      number of values, or data after the last frame.
+  """
+  path = os.fspath(path)
+  data = _read_bytes(path)
+  if not data:
+    raise SkeletonFormatError(path, 1, 'empty file')
+  return _parse(path, data)
+
+
+def _parse(path: str, data: bytes) -> Skeleton:
+  tokens = _Tokens(path, data)
+  if tokens.count == 0:
+    raise SkeletonFormatError(path, 1, 'no frame count (file is blank)')
+  num_frames = tokens.count_at(0, 'frame count', MAX_FRAMES)
+  # Walk the headers: where each frame's body count and each body start.
+  values, is_int = tokens.values, tokens.is_int
+  frame_heads = []
+  body_heads = []
+  bodies_per_frame = []
+  k = 1
+  for t in range(num_frames):
+    if k >= tokens.count:
+      _check_lines(tokens, frame_heads, body_heads)
+      tokens.fail(k, f'file ends after frame {t} of {num_frames}')
+    if not is_int[k] or values[k] > MAX_BODIES:
+      _check_lines(tokens, frame_heads, body_heads, upto=k)
+      tokens.count_at(k, f'body count of frame {t + 1}', MAX_BODIES)
+    num_bodies = int(values[k])
+    frame_heads.append(k)
+    bodies_per_frame.append(num_bodies)
+    body_heads.extend(range(k + 1, k + 1 + num_bodies * _BODY_TOKENS,
+                            _BODY_TOKENS))
+    k += 1 + num_bodies * _BODY_TOKENS
+    if k > tokens.count:
+      _check_lines(tokens, frame_heads, body_heads, upto=tokens.count)
+      tokens.fail(tokens.count,
+                  f'file ends inside frame {t + 1} of {num_frames} '
+                  f'({num_bodies} bodies announced)')
+  heads = np.asarray(body_heads, np.int64)
+  joint_counts = heads + 1 + BODY_INFO_VALUES
+  bad = np.flatnonzero(~is_int[joint_counts]
+                       | (values[joint_counts] != NUM_JOINTS))
+  if len(bad):
+    at = int(joint_counts[bad[0]])
+    _check_lines(tokens, frame_heads, body_heads, upto=at)
+    tokens.fail(at, f'expected {NUM_JOINTS} joints, got {tokens.shown(at)}')
+  _check_lines(tokens, frame_heads, body_heads, upto=k)
+  if k < tokens.count:
+    tokens.fail(k, f'unexpected data after the last frame: {tokens.shown(k)}')
+  return _assemble(tokens, num_frames, bodies_per_frame, heads)
+
+
+def _assemble(tokens: _Tokens, num_frames: int, bodies_per_frame, heads):
+  values = tokens.values
+  num_rows = len(heads)
+  body_ids = np.empty((num_rows,), np.int64)
+  seen = {}
+  for r, h in enumerate(heads.tolist()):
+    text = tokens.text(h)
+    body_id = seen.get(text)
+    if body_id is None:
+      if not tokens.is_int[h] or len(text) > 19 or int(text) >= 2**63:
+        tokens.fail(h, f'expected an integer body ID, got {tokens.shown(h)}')
+      body_id = seen[text] = int(text)
+    body_ids[r] = body_id
+  info = values[heads[:, None] + np.arange(1, 1 + BODY_INFO_VALUES)]
+  first_joint = heads + 2 + BODY_INFO_VALUES
+  joints = values[first_joint[:, None]
+                  + np.arange(NUM_JOINTS * JOINT_VALUES)].reshape(
+                      num_rows, NUM_JOINTS, JOINT_VALUES)
+  state = joints[:, :, JOINT_VALUES - 1]
+  bad = np.flatnonzero(((state != 0) & (state != 1) & (state != 2)).ravel())
+  if len(bad):
+    r, j = divmod(int(bad[0]), NUM_JOINTS)
+    at = int(first_joint[r]) + JOINT_VALUES * j + JOINT_VALUES - 1
+    tokens.fail(at, f'joint tracking state must be 0, 1 or 2, got '
+                f'{tokens.shown(at)}')
+  counts = np.asarray(bodies_per_frame, np.int64)
+  rows = BodyRows(
+      frame_index=np.repeat(np.arange(num_frames), counts),
+      body_ids=body_ids,
+      body_info=info.astype(np.float32),
+      joints=joints[:, :, :JOINT_VALUES - 1].astype(np.float32),
+      tracking_state=state.astype(np.int8))
+  bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+  frames = tuple(rows.frame(bounds[t], bounds[t + 1])
+                 for t in range(num_frames))
+  return Skeleton(path=tokens.path, num_frames=num_frames, frames=frames,
+                  _rows=rows)

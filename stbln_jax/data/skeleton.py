@@ -352,13 +352,18 @@ class _Tokens:
     self.path = path
     self.data = data
     buf = np.frombuffer(b' ' * _PAD + data + b' ' * _PAD, np.uint8)
+    # Problems found while decoding, as (byte offset, reason); reported only
+    # once the structure is known, so that an error names the first problem
+    # in the file (e.g. 'data after the last frame', not 'junk').
+    self.errors = []
     # Control bytes other than tab/LF/CR would silently split tokens.
     self.newlines = np.flatnonzero(buf == ord('\n'))
     num_space_like = (len(self.newlines) + np.count_nonzero(buf == ord('\r'))
                       + np.count_nonzero(buf == ord('\t')))
     if np.count_nonzero(buf < 32) != num_space_like:
-      bad = np.flatnonzero((buf < 32) & (buf != 9) & (buf != 10) & (buf != 13))
-      self.fail_at_byte(int(bad[0]), f'binary data (byte 0x{buf[bad[0]]:02x})')
+      bad = int(np.flatnonzero(
+          (buf < 32) & (buf != 9) & (buf != 10) & (buf != 13))[0])
+      self.errors.append((bad, f'binary data (byte 0x{buf[bad]:02x})'))
     space = buf <= 32
     edges = np.flatnonzero(space[1:] != space[:-1]) + 1
     self.starts = edges[0::2]
@@ -372,8 +377,12 @@ class _Tokens:
       s = slice(i, i + _CHUNK)
       values[s], is_int[s], ok[s] = _decode_chunk(
           words, buf, self.starts[s], self.ends[s])
-    for k in np.flatnonzero(~ok):
-      values[k], is_int[k] = self._decode_slow(int(k))
+    # The tokens the fast path leaves (exponents, body IDs, junk).
+    for k in np.flatnonzero(~ok).tolist():
+      values[k], is_int[k], reason = self._decode_slow(k)
+      if reason:
+        self.errors.append((int(self.starts[k]), reason))
+    self.errors.sort()
     self.values = values
     self.is_int = is_int
 
@@ -387,33 +396,52 @@ class _Tokens:
 
   def line_of(self, k: int) -> int:
     """1-based line of token k (k == count: the line after the last token)."""
-    pos = self.starts[k] if k < self.count else self.ends[-1]
-    return int(np.searchsorted(self.newlines, pos)) + 1
+    return self.line_at_byte(self.starts[k] if k < self.count
+                             else self.ends[-1])
 
   def fail(self, k: int, reason: str):
-    raise SkeletonFormatError(self.path, self.line_of(min(k, self.count)),
-                              reason)
+    """Raises `reason` at token k, or the first undecodable token up to its
+    line (junk in a line explains what is wrong with that line)."""
+    self.fail_line(self.line_of(min(k, self.count)), reason)
 
-  def fail_at_byte(self, pos: int, reason: str):
-    line = int(np.searchsorted(self.newlines, pos)) + 1
-    raise SkeletonFormatError(self.path, line, reason)
+  def fail_line(self, line: int, reason: str):
+    raise (self.first_error(line=line)
+           or SkeletonFormatError(self.path, line, reason))
 
-  def _decode_slow(self, k: int) -> tuple[float, bool]:
+  def line_at_byte(self, pos: int) -> int:
+    return int(np.searchsorted(self.newlines, pos)) + 1
+
+  def _decode_slow(self, k: int) -> tuple[float, bool, str | None]:
+    """(value, is an integer, None) or (nan, False, what is wrong)."""
     text = self.text(k)
     if text.isdigit():
-      return float(text), True
+      return float(text), True, None
     if _NUMBER_RE.fullmatch(text):
       value = float(text)
-      if not np.isfinite(value):
-        self.fail(k, f'non-finite value {self.shown(k)}')
-      return value, False
+      if np.isfinite(value):
+        return value, False, None
+      return np.nan, False, f'non-finite value {self.shown(k)}'
     if text.lstrip(b'+-').lower() in _NON_FINITE:
-      self.fail(k, f'non-finite value {self.shown(k)}')
+      return np.nan, False, f'non-finite value {self.shown(k)}'
     junk = [b for b in text if b >= 0x80]
     if junk:
-      self.fail(k, f'binary data (byte 0x{junk[0]:02x}) in token '
-                f'{self.shown(k)}')
-    self.fail(k, f'non-numeric token {self.shown(k)}')
+      return np.nan, False, (f'binary data (byte 0x{junk[0]:02x}) in token '
+                             f'{self.shown(k)}')
+    return np.nan, False, f'non-numeric token {self.shown(k)}'
+
+  def first_error(self, line: int | None = None,
+                  before_byte: int | None = None) -> SkeletonFormatError | None:
+    """The error for the first undecodable token, if it is on or before
+    `line` and before byte `before_byte` of the padded text."""
+    if not self.errors:
+      return None
+    pos, reason = self.errors[0]
+    error = SkeletonFormatError(self.path, self.line_at_byte(pos), reason)
+    if line is not None and error.line > line:
+      return None
+    if before_byte is not None and pos >= before_byte:
+      return None
+    return error
 
   def count_at(self, k: int, what: str, limit: int) -> int:
     """The non-negative integer token k, checked to be <= limit."""
@@ -443,10 +471,10 @@ def _check_lines(tokens: _Tokens, frame_heads, body_heads, upto=None):
   after_newline = np.searchsorted(tokens.starts, tokens.newlines)
   after_newline = after_newline[after_newline < tokens.count]
   if len(after_newline) and after_newline[0] == 0:
-    raise SkeletonFormatError(tokens.path, 1, 'blank line')
+    tokens.fail_line(1, 'blank line')
   blank = np.flatnonzero(np.diff(after_newline) == 0)
   if len(blank) and after_newline[blank[0]] < upto:
-    raise SkeletonFormatError(tokens.path, int(blank[0]) + 2, 'blank line')
+    tokens.fail_line(int(blank[0]) + 2, 'blank line')
   actual = np.concatenate([[0], after_newline])
   actual = actual[actual < upto]
   expected = expected[expected < upto]
@@ -461,8 +489,7 @@ def _check_lines(tokens: _Tokens, frame_heads, body_heads, upto=None):
   got = int(ends_actual[j] - ends_actual[j - 1])
   want = int(ends_expected[j] - ends_expected[j - 1])
   kind = _LINE_KINDS.get(want, 'line')
-  raise SkeletonFormatError(tokens.path, j,
-                            f'{kind}: expected {want} values, got {got}')
+  tokens.fail_line(j, f'{kind}: expected {want} values, got {got}')
 
 
 def _read_bytes(path: str) -> bytes:
@@ -498,6 +525,15 @@ def read_skeleton(path: str | os.PathLike[str]) -> Skeleton:
 
 def _parse(path: str, data: bytes) -> Skeleton:
   tokens = _Tokens(path, data)
+  skeleton = _walk(tokens)
+  error = tokens.first_error()
+  if error is not None:
+    raise error
+  return skeleton
+
+
+def _walk(tokens: _Tokens) -> Skeleton:
+  path = tokens.path
   if tokens.count == 0:
     raise SkeletonFormatError(path, 1, 'no frame count (file is blank)')
   num_frames = tokens.count_at(0, 'frame count', MAX_FRAMES)
@@ -535,7 +571,10 @@ def _parse(path: str, data: bytes) -> Skeleton:
     tokens.fail(at, f'expected {NUM_JOINTS} joints, got {tokens.shown(at)}')
   _check_lines(tokens, frame_heads, body_heads, upto=k)
   if k < tokens.count:
-    tokens.fail(k, f'unexpected data after the last frame: {tokens.shown(k)}')
+    raise (tokens.first_error(before_byte=int(tokens.starts[k]))
+           or SkeletonFormatError(
+               path, tokens.line_of(k),
+               f'unexpected data after the last frame: {tokens.shown(k)}'))
   return _assemble(tokens, num_frames, bodies_per_frame, heads)
 
 

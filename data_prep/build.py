@@ -15,6 +15,7 @@ ntu_rgbd/xview --manual_dir=...` builds the same records.
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from stbln_jax.data import build
 
@@ -35,7 +36,7 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None,
     'Processes parsing .skeleton files (default: all cores).', lower_bound=1)
 _QUIET = flags.DEFINE_bool(
-    'quiet', False, 'No progress bars; print only the summary.')
+    'quiet', False, 'No progress bars or progress logs; print only the summary.')
 
 
 def main(argv):
@@ -44,6 +45,8 @@ def main(argv):
     raise app.UsageError(
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
         'xsub, xsub120, xset120).')
+  if _QUIET.value:
+    logging.set_verbosity(logging.WARNING)
   for name in names:
     if _CONFIG.value and '/' not in name:
       name = f'{name}/{_CONFIG.value}'

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+from absl import flags
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -106,8 +107,12 @@ class _RecordReader:
   def __len__(self) -> int:
     return len(self.source)
 
-  def read(self, indices: Sequence[int]) -> Sequence[bytes]:
-    return self.source.__getitems__([int(i) for i in indices])
+  def read(self, indices: Sequence[int]) -> list[bytes]:
+    # One record at a time from array_record's own source (the raw bytes we
+    # asked TFDS for): its batched read starts a thread pool per call, which
+    # costs more CPU than it saves on local disks.
+    records = self.source.data_source
+    return [records[int(i)] for i in indices]
 
   def __getstate__(self):
     return {**self.__dict__, '_source': None}
@@ -207,6 +212,10 @@ def _run(dataset: grain.MapDataset, worker_count: int) -> Iterator[Batch]:
   it = dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=2, prefetch_buffer_size=_PREFETCH_BATCHES))
   if worker_count > 0:
+    if not flags.FLAGS.is_parsed():
+      # Grain's workers read its absl flags; a program not started by
+      # absl.app (a notebook, a test) has not parsed them: use the defaults.
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=worker_count, per_worker_buffer_size=_PREFETCH_BATCHES))
   return iter(it)

@@ -40,9 +40,11 @@ import pathlib
 from typing import Iterable, Iterator, Sequence
 
 from absl import logging
+from array_record.python import array_record_module
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle as tfds_shuffle
+from tensorflow_datasets.core import writer as tfds_writer
 
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
@@ -277,6 +279,9 @@ def parse_file(path: str) -> tuple[str, np.ndarray | None, str | None]:
   """
   try:
     return path, preprocess.preprocess_skeleton(path), None
+  except skeleton_lib.SkeletonFormatError as e:
+    where = f'line {e.line}: ' if e.line is not None else ''
+    return path, None, f'{type(e).__name__}: {where}{e.reason}'
   except Exception as e:  # pylint: disable=broad-except
     return path, None, f'{type(e).__name__}: {e}'
 
@@ -325,6 +330,26 @@ def _shuffle_buffer_in_memory():
     yield
   finally:
     tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
+
+
+class _SnappyArrayRecordWriter(tfds_writer.ExampleWriter):
+  """Writes array_record shards compressed with snappy.
+
+  TFDS's default (zstd) costs ~0.5 ms per record to write (the build's main
+  process) and twice snappy's time to read (the input pipeline), for files
+  ~15% smaller. Readers take the compression from the file header.
+  """
+
+  def __init__(self):
+    super().__init__(file_format=tfds.core.FileFormat.ARRAY_RECORD)
+
+  def write(self, path, examples):
+    # Random access (tfds.data_source) needs one record per group.
+    writer = array_record_module.ArrayRecordWriter(
+        os.fspath(path), 'group_size:1,snappy')
+    for _, serialized in examples:
+      writer.write(serialized)
+    writer.close()
 
 
 # ---- The builder --------------------------------------------------------------
@@ -402,6 +427,11 @@ class NtuRgbd(tfds.core.GeneratorBasedBuilder):
         homepage='https://rose1.ntu.edu.sg/dataset/actionRecognition/',
         citation=_CITATION,
     )
+
+  def _example_writer(self) -> tfds_writer.ExampleWriter:
+    if self.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+      return _SnappyArrayRecordWriter()
+    return super()._example_writer()
 
   def _download_and_prepare(self, dl_manager, download_config):
     self.report = BuildReport()

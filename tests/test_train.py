@@ -1,0 +1,187 @@
+"""The trainer: steps for every mixer, device-count invariance, the recipe, resuming.
+
+Step tests feed arrays directly; the resume tests train on a tiny dataset built once
+from synthetic NTU files. Compiled steps are shared through module fixtures.
+"""
+
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from stbln_jax import mixers
+from stbln_jax import models
+from stbln_jax import train
+
+NUM_FRAMES = 12
+BATCH = 8
+
+
+def tiny_config(**model_overrides):
+  config = default.get_config()
+  config.model.channels = (8, 8)
+  config.model.strides = (1, 1)
+  config.model.num_layers = 2
+  config.model.num_classes = 5
+  config.model.update(model_overrides)
+  config.num_frames = NUM_FRAMES
+  config.batch_size = BATCH
+  config.eval_batch_size = 4
+  return config
+
+
+def random_batch(seed=0, size=BATCH, num_classes=5):
+  rng = np.random.default_rng(seed)
+  return {'skeleton': rng.normal(size=(size, NUM_FRAMES, 2, 25, 3)).astype(np.float32),
+          'label': rng.integers(0, num_classes, size).astype(np.int32)}
+
+
+class Trainer:
+  """A model, optimizer, initial state and jitted step on one mesh (compiled once)."""
+
+  def __init__(self, config, mesh):
+    self.config, self.mesh = config, mesh
+    self.model = models.create_model(config.model)
+    self.schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+    self.optimizer = train.make_optimizer(config, self.schedule)
+    self.initial = train.create_train_state(self.model, config, self.optimizer, mesh)
+    self.step = train.make_train_step(self.model, self.optimizer, self.schedule, mesh)
+
+  def fresh_state(self, mesh=None):
+    """A copy of the initial state (the step donates its input), on `mesh`."""
+    copy = jax.tree.map(jnp.copy, self.initial)
+    return jax.device_put(copy, train.replicated(mesh or self.mesh))
+
+  def run(self, batches, state=None, step=None, mesh=None):
+    state = self.fresh_state() if state is None else state
+    step, mesh = step or self.step, mesh or self.mesh
+    losses = []
+    for batch in batches:
+      state, measurements = step(state, train.to_global(batch, mesh))
+      losses.append(float(measurements['loss']))
+    return state, losses
+
+
+@pytest.fixture(scope='module')
+def bilinear_trainer():
+  assert jax.device_count() == 4, 'conftest.py should give JAX four CPU devices'
+  return Trainer(tiny_config(mixer='bilinear'), train.make_mesh())
+
+
+# ---- Steps ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize('mixer', mixers.MIXERS)
+def test_one_train_step_for_each_mixer(mixer, bilinear_trainer):
+  trainer = (bilinear_trainer if mixer == 'bilinear'
+             else Trainer(tiny_config(mixer=mixer), train.make_mesh()))
+  before = jax.device_get(trainer.initial['params'])
+  state, losses = trainer.run([random_batch()])
+  assert int(state['step']) == 1
+  assert np.isfinite(losses[0]) and losses[0] > 0
+  after = jax.device_get(state['params'])
+  # The mixer's own node parameters (U, M or L) receive a gradient and move.
+  name = {'bilinear': 'U', 'multiplicative': 'M', 'additive': 'M', 'symmetric': 'L'}[mixer]
+  moved = before['layer_2']['mixer'][name] - after['layer_2']['mixer'][name]
+  assert np.abs(moved).max() > 0
+  # BatchNorm statistics were updated from the batch.
+  stats = jax.device_get(state['batch_stats'])['data_bn']['mean']
+  assert np.abs(stats).max() > 0
+
+
+def test_loss_decreases_over_a_few_steps(bilinear_trainer):
+  batch = random_batch(seed=1)
+  _, losses = bilinear_trainer.run([batch] * 6)
+  assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_one_and_four_devices_give_the_same_two_steps(bilinear_trainer):
+  batches = [random_batch(seed=2), random_batch(seed=3)]
+  state4, losses4 = bilinear_trainer.run(batches)
+
+  mesh1 = train.make_mesh(jax.devices()[:1])
+  t = bilinear_trainer
+  step1 = train.make_train_step(t.model, t.optimizer, t.schedule, mesh1)
+  state1, losses1 = t.run(batches, state=t.fresh_state(mesh1), step=step1, mesh=mesh1)
+  np.testing.assert_allclose(losses1, losses4, atol=1e-4)
+  assert losses1[0] != losses1[1]  # the second step saw new parameters
+  np.testing.assert_allclose(jax.device_get(state1['params']['head']['kernel']),
+                             jax.device_get(state4['params']['head']['kernel']), atol=1e-4)
+
+
+# ---- The recipe ----------------------------------------------------------------------
+
+def test_learning_rate_scales_with_batch_and_drops_at_the_decay_epochs():
+  config = default.get_config()
+  config.batch_size = 128  # twice the base batch: twice the base rate
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=100)
+  lr = lambda step: float(schedule(jnp.asarray(step)))
+  assert lr(0) == pytest.approx(0.2)
+  assert lr(2999) == pytest.approx(0.2)  # last step of epoch 30 (1-based)
+  assert lr(3000) == pytest.approx(0.02)
+  assert lr(3999) == pytest.approx(0.02)
+  assert lr(4000) == pytest.approx(0.002)
+  assert lr(4999) == pytest.approx(0.002)
+
+
+def test_warmup_ramps_linearly_to_the_peak():
+  config = default.get_config()
+  config.warmup_epochs = 2
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+  assert float(schedule(jnp.asarray(0))) == pytest.approx(0.1 / 20)
+  assert float(schedule(jnp.asarray(9))) == pytest.approx(0.1 / 2)
+  assert float(schedule(jnp.asarray(19))) == pytest.approx(0.1)
+  assert float(schedule(jnp.asarray(25))) == pytest.approx(0.1)
+
+
+def test_optimizer_is_pytorch_sgd_with_nesterov_and_l2_decay():
+  """Two steps of torch.optim.SGD(lr, momentum=0.9, nesterov=True, weight_decay=1e-4)."""
+  config = default.get_config()
+  optimizer = train.make_optimizer(config, lambda step: 0.1)
+  p = {'w': jnp.asarray([1.0, -2.0])}
+  grads = [jnp.asarray([0.5, 0.25]), jnp.asarray([-1.0, 2.0])]
+  opt_state = optimizer.init(p)
+  expected, buf = np.asarray([1.0, -2.0]), np.zeros(2)
+  for g in grads:
+    updates, opt_state = optimizer.update({'w': g}, opt_state, p)
+    p = optax.apply_updates(p, updates)
+    # PyTorch: d = g + wd·p; buf = μ·buf + d; d = d + μ·buf; p -= lr·d.
+    d = np.asarray(g) + 1e-4 * expected
+    buf = 0.9 * buf + d
+    expected = expected - 0.1 * (d + 0.9 * buf)
+  np.testing.assert_allclose(p['w'], expected, rtol=1e-6)
+
+
+# ---- Config checks -------------------------------------------------------------------
+
+@pytest.mark.parametrize('field,value,message', [
+    ('batch_size', 6, 'multiple of the number of devices'),
+    ('eval_batch_size', 10, 'multiple of the number of devices'),
+    ('stream', 'velocity', 'is not a stream'),
+    ('num_frames', 0, 'num_frames=0'),
+])
+def test_config_errors_say_what_to_change(field, value, message):
+  config = tiny_config()
+  config[field] = value
+  with pytest.raises(models.ConfigError, match=message):
+    train.validate_config(config, num_devices=4, num_processes=1)
+
+
+def test_model_config_errors_are_checked_too():
+  with pytest.raises(models.ConfigError, match='is not a mixer'):
+    train.validate_config(tiny_config(mixer='attention'), num_devices=4, num_processes=1)
+  with pytest.raises(models.ConfigError, match='aggregate_at'):
+    train.validate_config(tiny_config(mixer='bilinear', aggregate_at=99), num_devices=4,
+                          num_processes=1)
+
+
+def test_sigterm_becomes_a_stop_request():
+  previous = signal.getsignal(signal.SIGTERM)
+  with train.StopRequest() as stop_requested:
+    assert not stop_requested(1)
+    signal.raise_signal(signal.SIGTERM)
+    assert stop_requested(2)
+  assert signal.getsignal(signal.SIGTERM) is previous

@@ -33,6 +33,7 @@ the format says they must start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
 import os
@@ -86,7 +87,7 @@ class SkeletonFormatError(ValueError):
     return type(self), (self.path, self.line, self.reason)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Frame:
   """The bodies seen in one frame; B may be 0 (nobody tracked).
 
@@ -112,7 +113,7 @@ class Frame:
     return len(self.body_ids)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class BodyRows:
   """Every body of every frame of a file, one row each, in file order.
 
@@ -163,19 +164,47 @@ class BodyRows:
             [f.tracking_state for f in frames]).astype(np.int8))
 
 
-@dataclasses.dataclass(frozen=True)
+class FrameSequence(Sequence):
+  """The frames of a `BodyRows`, made on first access (a file has ~100-300
+  frames and most users only need the rows)."""
+
+  def __init__(self, rows: BodyRows, bounds: list[int]):
+    self._rows = rows
+    self._bounds = bounds  # frame t holds rows bounds[t]..bounds[t+1]-1
+    self._cache = {}
+
+  def __len__(self) -> int:
+    return len(self._bounds) - 1
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return tuple(self[i] for i in range(*index.indices(len(self))))
+    t = range(len(self))[index]  # IndexError and negative indices
+    frame = self._cache.get(t)
+    if frame is None:
+      frame = self._cache[t] = self._rows.frame(self._bounds[t],
+                                                self._bounds[t + 1])
+    return frame
+
+  def __repr__(self) -> str:
+    return f'<{len(self)} frames>'
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Skeleton:
   """One parsed `.skeleton` file.
 
   Attributes:
     path: the file it was read from.
     num_frames: frames in the file (also those with no body).
-    frames: `num_frames` `Frame`s.
+    frames: `num_frames` `Frame`s; any sequence works (`read_skeleton` gives
+      a `FrameSequence` that makes each frame on first access).
+    rows: the same bodies as flat per-body rows (`BodyRows`).
   """
   path: str
   num_frames: int
-  frames: tuple[Frame, ...]
-  # The same bodies as flat rows; filled by `read_skeleton`, else derived.
+  frames: Sequence[Frame]
+  # Filled by `read_skeleton`; derived from `frames` when not given.
   _rows: BodyRows | None = dataclasses.field(
       default=None, repr=False, compare=False)
 
@@ -350,8 +379,9 @@ class _Tokens:
 
   def __init__(self, path: str, data: bytes):
     self.path = path
-    self.data = data
-    buf = np.frombuffer(b' ' * _PAD + data + b' ' * _PAD, np.uint8)
+    # Offsets (starts, ends, errors) are into this padded copy.
+    self.padded = b' ' * _PAD + data + b' ' * _PAD
+    buf = np.frombuffer(self.padded, np.uint8)
     # Problems found while decoding, as (byte offset, reason); reported only
     # once the structure is known, so that an error names the first problem
     # in the file (e.g. 'data after the last frame', not 'junk').
@@ -377,17 +407,29 @@ class _Tokens:
       s = slice(i, i + _CHUNK)
       values[s], is_int[s], ok[s] = _decode_chunk(
           words, buf, self.starts[s], self.ends[s])
-    # The tokens the fast path leaves (exponents, body IDs, junk).
-    for k in np.flatnonzero(~ok).tolist():
-      values[k], is_int[k], reason = self._decode_slow(k)
-      if reason:
-        self.errors.append((int(self.starts[k]), reason))
+    # The tokens the fast path leaves: exponents, junk, and integers too long
+    # for it such as body IDs, kept exactly in `big_ints` {token: int}.
+    self.big_ints = {}
+    slow = np.flatnonzero(~ok)
+    for k, a, b in zip(slow.tolist(), self.starts[slow].tolist(),
+                       self.ends[slow].tolist()):
+      text = self.padded[a:b]
+      if text.isdigit():
+        self.big_ints[k] = int(text)
+        values[k], is_int[k] = float(text), True
+        continue
+      values[k], is_int[k] = np.nan, False
+      reason = self._check_number(k, text)
+      if reason is None:
+        values[k] = float(text)
+      else:
+        self.errors.append((a, reason))
     self.errors.sort()
     self.values = values
     self.is_int = is_int
 
   def text(self, k: int) -> bytes:
-    return self.data[self.starts[k] - _PAD:self.ends[k] - _PAD]
+    return self.padded[self.starts[k]:self.ends[k]]
 
   def shown(self, k: int) -> str:
     text = self.text(k)
@@ -411,23 +453,18 @@ class _Tokens:
   def line_at_byte(self, pos: int) -> int:
     return int(np.searchsorted(self.newlines, pos)) + 1
 
-  def _decode_slow(self, k: int) -> tuple[float, bool, str | None]:
-    """(value, is an integer, None) or (nan, False, what is wrong)."""
-    text = self.text(k)
-    if text.isdigit():
-      return float(text), True, None
+  def _check_number(self, k: int, text: bytes) -> str | None:
+    """None if token k (`text`) is a finite number, else what is wrong."""
     if _NUMBER_RE.fullmatch(text):
-      value = float(text)
-      if np.isfinite(value):
-        return value, False, None
-      return np.nan, False, f'non-finite value {self.shown(k)}'
+      if np.isfinite(float(text)):
+        return None
+      return f'non-finite value {self.shown(k)}'
     if text.lstrip(b'+-').lower() in _NON_FINITE:
-      return np.nan, False, f'non-finite value {self.shown(k)}'
+      return f'non-finite value {self.shown(k)}'
     junk = [b for b in text if b >= 0x80]
     if junk:
-      return np.nan, False, (f'binary data (byte 0x{junk[0]:02x}) in token '
-                             f'{self.shown(k)}')
-    return np.nan, False, f'non-numeric token {self.shown(k)}'
+      return f'binary data (byte 0x{junk[0]:02x}) in token {self.shown(k)}'
+    return f'non-numeric token {self.shown(k)}'
 
   def first_error(self, line: int | None = None,
                   before_byte: int | None = None) -> SkeletonFormatError | None:
@@ -581,16 +618,19 @@ def _walk(tokens: _Tokens) -> Skeleton:
 def _assemble(tokens: _Tokens, num_frames: int, bodies_per_frame, heads):
   values = tokens.values
   num_rows = len(heads)
-  body_ids = np.empty((num_rows,), np.int64)
-  seen = {}
+  # Body IDs: short ones are exact in `values`, long ones in `big_ints`.
+  bad = np.flatnonzero(~tokens.is_int[heads])
+  if len(bad):
+    at = int(heads[bad[0]])
+    tokens.fail(at, f'expected an integer body ID, got {tokens.shown(at)}')
+  body_ids = np.minimum(values[heads], 2.0**62).astype(np.int64)
+  big = tokens.big_ints
   for r, h in enumerate(heads.tolist()):
-    text = tokens.text(h)
-    body_id = seen.get(text)
-    if body_id is None:
-      if not tokens.is_int[h] or len(text) > 19 or int(text) >= 2**63:
-        tokens.fail(h, f'expected an integer body ID, got {tokens.shown(h)}')
-      body_id = seen[text] = int(text)
-    body_ids[r] = body_id
+    body_id = big.get(h)
+    if body_id is not None:
+      if body_id >= 2**63:
+        tokens.fail(h, f'body ID {body_id} does not fit in int64')
+      body_ids[r] = body_id
   info = values[heads[:, None] + np.arange(1, 1 + BODY_INFO_VALUES)]
   first_joint = heads + 2 + BODY_INFO_VALUES
   joints = values[first_joint[:, None]
@@ -611,7 +651,5 @@ def _assemble(tokens: _Tokens, num_frames: int, bodies_per_frame, heads):
       joints=joints[:, :, :JOINT_VALUES - 1].astype(np.float32),
       tracking_state=state.astype(np.int8))
   bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
-  frames = tuple(rows.frame(bounds[t], bounds[t + 1])
-                 for t in range(num_frames))
-  return Skeleton(path=tokens.path, num_frames=num_frames, frames=frames,
-                  _rows=rows)
+  return Skeleton(path=tokens.path, num_frames=num_frames,
+                  frames=FrameSequence(rows, bounds), _rows=rows)

@@ -46,7 +46,7 @@ def main(argv):
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
         'xsub, xsub120, xset120).')
   if _QUIET.value:
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
   for name in names:
     if _CONFIG.value and '/' not in name:
       name = f'{name}/{_CONFIG.value}'

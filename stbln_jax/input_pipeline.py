@@ -148,15 +148,25 @@ class _BatchLoader:
 
   def __call__(self, indices: np.ndarray, valid: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(skeleton (B, T, 2, 25, 3), label (B,)); rows not `valid` stay zero."""
+    """(skeleton (B, T, 2, 25, 3), label (B,)); rows not `valid` stay zero.
+
+    The stream is that of the padded sequence, as in 2s-AGCN. A bone is a
+    difference within one frame, so it commutes with repeat-padding and is
+    taken on the true length (fewer frames: cheaper); a motion is a difference
+    across frames, and is taken after padding.
+    """
+    bones = self.stream in ('bone', 'bone_motion')
     rows = np.arange(len(indices)) if valid is None else np.flatnonzero(valid)
     skeleton = np.zeros((len(indices), self.num_frames, 2, 25, 3), np.float32)
     label = np.zeros(len(indices), np.int32)
     for row, record in zip(rows, self.reader.read(indices[rows])):
       x, label[row] = decode_record(record)
+      if bones:
+        x = preprocess.select_stream(x, 'bone')
       skeleton[row] = preprocess.pad_or_crop(x, self.num_frames)
-    # Bones and motions are taken after padding, as in 2s-AGCN's data files.
-    return preprocess.select_stream(skeleton, self.stream), label
+    if self.stream.endswith('motion'):
+      skeleton = preprocess.select_stream(skeleton, 'joint_motion')
+    return skeleton, label
 
 
 class _TrainBatch:

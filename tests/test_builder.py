@@ -58,14 +58,15 @@ def raw(tmp_path_factory, ntu_samples_dir):
     shutil.copy(ntu_samples_dir / f'{name}.skeleton', real)
   shutil.copy(ntu_samples_dir / f'{REAL_GOOD[0]}.skeleton',
               real / f'{A061}.skeleton')
+  # Two actions x two subjects x three cameras, 12-20 frames each.
   synthetic_paths = synthetic.write_synthetic_dataset(
-      root / 'nested' / 'synthetic', num_classes=3, frames=(12, 20), seed=3)
+      root / 'nested' / 'synthetic', num_classes=2, subjects=(1, 3),
+      replications=(1,), frames=(12, 20), seed=3)
   good = {name: real / f'{name}.skeleton' for name in REAL_GOOD}
-  missing = ntu_rgbd.missing_samples(60)
-  for path in synthetic_paths:
-    name = skeleton_lib.parse_sample_name(path).name
-    if name not in missing:
-      good[name] = pathlib.Path(path)
+  good.update((skeleton_lib.parse_sample_name(p).name, pathlib.Path(p))
+              for p in synthetic_paths)
+  assert len(good) == len(REAL_GOOD) + len(synthetic_paths) == 17
+  assert not set(good) & ntu_rgbd.missing_samples(60)
   bad = _write_bad_files(root / 'bad', ntu_samples_dir)
   return {'root': root, 'good': good, 'bad': bad}
 

@@ -23,8 +23,9 @@ NUM_FRAMES = 64  # below the real files' lengths (cropped), above synthetic's
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory, ntu_samples_dir):
   raw = tmp_path_factory.mktemp('raw')
-  synthetic.write_synthetic_dataset(raw, num_classes=4, frames=(20, 40),
-                                    seed=1)
+  # 4 actions x 2 subjects x 3 cameras: 16 train (cameras 2, 3), 8 test.
+  synthetic.write_synthetic_dataset(raw, num_classes=4, subjects=(1, 3),
+                                    replications=(1,), frames=(20, 40), seed=1)
   for name in ('S001C001P001R001A011', 'S004C002P003R001A017'):
     shutil.copy(ntu_samples_dir / f'{name}.skeleton', raw)
   data_dir = tmp_path_factory.mktemp('tfds')

@@ -137,7 +137,7 @@ def build_dataset(
       num_parsed=report.num_parsed,
       excluded=list(report.excluded),
       ignored=report.ignored,
-      skipped=list(report.skipped),
+      skipped=sorted(report.skipped, key=lambda s: s.path),
       elapsed_s=elapsed,
       reused=reused,
   )

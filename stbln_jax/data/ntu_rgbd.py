@@ -31,9 +31,11 @@ One record per sample: `skeleton` float32 (T, 2, 25, 3) at its true length T
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import importlib.resources
+import itertools
 import multiprocessing
 import os
 import pathlib
@@ -271,46 +273,54 @@ class BuildReport:
 # ---- Parsing, in worker processes ---------------------------------------------
 
 
-def parse_file(path: str) -> tuple[str, np.ndarray | None, str | None]:
-  """(path, skeleton (T, 2, 25, 3) float32, None) or (path, None, reason).
-
-  Runs in worker processes; any error becomes a reason so that one bad file
-  never stops a build.
-  """
-  try:
-    return path, preprocess.preprocess_skeleton(path), None
-  except skeleton_lib.SkeletonFormatError as e:
-    where = f'line {e.line}: ' if e.line is not None else ''
-    return path, None, f'{type(e).__name__}: {where}{e.reason}'
-  except Exception as e:  # pylint: disable=broad-except
-    return path, None, f'{type(e).__name__}: {e}'
+def skip_reason(error: Exception) -> str:
+  """How a summary reports a file that failed to parse."""
+  if isinstance(error, skeleton_lib.SkeletonFormatError):
+    where = f'line {error.line}: ' if error.line is not None else ''
+    return f'{type(error).__name__}: {where}{error.reason}'
+  return f'{type(error).__name__}: {error}'
 
 
-def _chunksize(num_items: int, num_workers: int) -> int:
-  # Big enough to amortise the pipe round trip, small enough to keep every
-  # worker busy until the end (about 8 chunks per worker).
-  return max(1, min(32, num_items // (8 * num_workers)))
-
-
-def parse_files(paths: Sequence[str], pool=None, num_workers: int = 1,
+def parse_files(paths: Sequence[str], pool=None, window: int = 32,
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-  """`parse_file` over `paths`; in `pool` (of `num_workers`) in any order."""
+  """Yields (path, skeleton, None) or (path, None, reason), in path order.
+
+  `skeleton` is `preprocess_skeleton(path)`: float32 (T, 2, 25, 3). With a
+  `pool`, up to `window` files are parsed ahead. Any error becomes a reason,
+  so one bad file never stops a build.
+  """
   if pool is None:
-    yield from map(parse_file, paths)
-  else:
-    yield from pool.imap_unordered(
-        parse_file, paths, chunksize=_chunksize(len(paths), num_workers))
+    for path in paths:
+      try:
+        yield path, preprocess.preprocess_skeleton(path), None
+      except Exception as e:  # pylint: disable=broad-except
+        yield path, None, skip_reason(e)
+    return
+  # One task per file, sent by reference to `preprocess_skeleton` itself:
+  # workers then import only the numpy parser, and each error comes back
+  # with its own result instead of ending the iteration.
+  paths = iter(paths)
+  submit = lambda path: (path, pool.apply_async(
+      preprocess.preprocess_skeleton, (path,)))
+  pending = collections.deque(map(submit, itertools.islice(paths, window)))
+  while pending:
+    path, result = pending.popleft()
+    pending.extend(map(submit, itertools.islice(paths, 1)))
+    try:
+      yield path, result.get(), None
+    except Exception as e:  # pylint: disable=broad-except
+      yield path, None, skip_reason(e)
 
 
 def worker_pool(num_workers: int):
-  """A process pool whose workers have this module imported once.
+  """A process pool for `parse_files`, with the parser imported once.
 
   A forkserver keeps workers safe when the parent already runs threads (JAX,
-  progress bars) and, with this module preloaded, cheap to start.
+  progress bars); preloading the parser makes each worker cheap to start.
   """
   if 'forkserver' in multiprocessing.get_all_start_methods():
     context = multiprocessing.get_context('forkserver')
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([preprocess.__name__])
   else:
     context = multiprocessing.get_context('spawn')
   return context.Pool(num_workers)
@@ -470,7 +480,7 @@ class NtuRgbd(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split, paths):
     num_records, reasons = 0, []
     for path, skeleton, reason in parse_files(paths, self._pool,
-                                              self.num_workers):
+                                              4 * self.num_workers):
       self.report.num_parsed += 1
       if reason is not None:
         logging.info('Skipping %s: %s', path, reason)

@@ -125,6 +125,11 @@ def test_numbers_decode_exactly_like_float():
   data = b' '.join(tokens)
   decoded = skeleton_lib._Tokens('x', data).values
   np.testing.assert_array_equal(decoded, [float(t) for t in tokens])
+  for junk in (b'1.2.3', b'1..2', b'.', b'-', b'--1', b'1-2', b'-.', b'1e',
+               b'0x10', b'1_000', b'12345678901234.5.6'):
+    tokens = skeleton_lib._Tokens('x', b'1 ' + junk + b' 2')
+    assert [reason for _, reason in tokens.errors] == [
+        f'non-numeric token {junk.decode()!r}'], junk
   rng = np.random.default_rng(0)
   values = rng.standard_normal(5000) * 10.0 ** rng.integers(-6, 5, 5000)
   data = ' '.join(f'{v:.{p}g}' for v, p in zip(
@@ -157,7 +162,7 @@ def _corruptions(lines):
   yield 'truncated mid-line', cut[:len(cut) // 2], None, 'ends'
   yield ('truncated at a line end', _join(lines[:1000]), None, 'ends')
   yield 'wrong joint count', _join(
-      lines[:3] + [b'24'] + lines[4:]), 4, 'expected 25 joints, got'
+      lines[:3] + [b'24'] + lines[4:]), 4, 'expected 25 joints, got 24'
   yield 'missing joint line', _join(lines[:10] + lines[11:]), None, ''
   yield 'non-numeric token', _join(
       lines[:7] + [_replace_token(lines[7], 2, b'abc')] + lines[8:]), 8, \

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
-import functools
 import os
 import pathlib
 import re
+import threading
 
 import numpy as np
 
@@ -208,12 +208,12 @@ class Skeleton:
   _rows: BodyRows | None = dataclasses.field(
       default=None, repr=False, compare=False)
 
-  @functools.cached_property
+  @property
   def rows(self) -> BodyRows:
     """Every body of every frame as flat rows (see `BodyRows`)."""
-    if self._rows is not None:
-      return self._rows
-    return BodyRows.from_frames(self.frames)
+    if self._rows is None:  # made from `frames` once
+      object.__setattr__(self, '_rows', BodyRows.from_frames(self.frames))
+    return self._rows
 
   @property
   def body_ids(self) -> tuple[int, ...]:
@@ -310,12 +310,13 @@ _KEEP_HI = np.array(
     dtype=np.uint64)
 _FILL_LO = ~_KEEP_LO & _ASCII_ZEROS
 _FILL_HI = ~_KEEP_HI & _ASCII_ZEROS
-# Indexed by the number of fraction digits F (16 means no decimal point).
-_POW10 = 10.0 ** np.minimum(np.arange(17), 15)
-_POW10[16] = 1.0
+# Indexed by the number of fraction digits F (16 means no decimal point;
+# indices up to 40 arise only for rejected tokens with several dots).
+_POW10 = 10.0 ** np.minimum(np.arange(41), 15)
+_POW10[16:] = 1.0
 _INT_SCALE = 10.0 * _POW10
 _INT_DROP = 9.0 * _POW10
-_INT_DROP[16] = 0.0
+_INT_DROP[16:] = 0.0
 # Tokens decoded per numpy pass: keeps each temporary (<= 64 KiB) in cache.
 _CHUNK = 8192
 _NUMBER_RE = re.compile(rb'[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?')
@@ -336,42 +337,86 @@ def _zero_byte_flags(w: np.ndarray) -> np.ndarray:
   return ~(((w & _LOW7) + _LOW7) | w | _LOW7)
 
 
+# Per-thread scratch for `_aligned_words`, grown as needed: fresh multi-MB
+# arrays for every file would cost page faults.
+_scratch = threading.local()
+
+
+def _aligned_words(buf: np.ndarray) -> np.ndarray:
+  """The 8-byte little-endian word starting at every byte offset of `buf`,
+  as one aligned array: offset o is at `(o % 8) * m + o // 8` (m = its
+  length / 8). Eight shifted copies of the text cost less than loading
+  unaligned words one by one. The result is overwritten by the next call in
+  the same thread."""
+  m = len(buf) // 8 + 1
+  words = getattr(_scratch, 'words', None)
+  if words is None or words.size < 8 * m:
+    words = _scratch.words = np.empty((8 * max(m, 1 << 16),), np.uint64)
+  words = words[:8 * m].reshape(8, m)
+  as_bytes = words.view(np.uint8)
+  for r in range(8):
+    as_bytes[r, :len(buf) - r] = buf[r:]
+    as_bytes[r, len(buf) - r:] = ord(' ')
+  return words.ravel()
+
+
+_ONE = _U64(1)
+_SEVEN = _U64(7)
+
+
 def _decode_chunk(words, buf, starts, ends):
   """Decodes tokens `[-]digits[.digits]` of at most 15 characters after the
   sign; returns (values float64, is_int bool, ok bool) where ok marks tokens
-  of that form (the others are left to the caller)."""
+  of that form (the others are left to the caller).
+
+  Each token is loaded right-aligned into two words lo/hi (its last byte is
+  hi's top byte), the bytes before it are replaced by '0', a dot by '0' too,
+  and the 16 ASCII digits are turned into an integer z; with F fraction
+  digits, z = int_part * 10^(F+1) + fraction, from which the value follows
+  with one correctly rounded division (z < 10^15 is exact in float64).
+  """
   neg = buf[starts] == ord('-')
   n = ends - starts - neg
   ok = (n >= 1) & (n <= 15)
   n = np.minimum(n, 15)
-  lo = words[ends - 16]
-  hi = words[ends - 8]
-  lo = (lo & _KEEP_LO[n]) | _FILL_LO[n]
-  hi = (hi & _KEEP_HI[n]) | _FILL_HI[n]
+  last = ends - 8
+  at = (last & 7) * (len(words) // 8) + (last >> 3)
+  hi = words[at]
+  lo = words[at - 1]  # the word 8 bytes earlier: same row, previous column
+  lo &= _KEEP_LO[n]
+  lo |= _FILL_LO[n]
+  hi &= _KEEP_HI[n]
+  hi |= _FILL_HI[n]
   dot_lo = _zero_byte_flags(lo ^ _ASCII_DOTS)
   dot_hi = _zero_byte_flags(hi ^ _ASCII_DOTS)
   num_dots = np.bitwise_count(dot_lo) + np.bitwise_count(dot_hi)
   has_dot = num_dots == 1
   ok &= (num_dots <= 1) & ~(has_dot & (n == 1))
-  # Fraction digits F: the bytes above the dot (16: no dot).
-  above_hi = np.bitwise_count(~((dot_hi << _U64(1)) - _U64(1)))
-  above_lo = np.bitwise_count(~((dot_lo << _U64(1)) - _U64(1)))
-  frac = np.where(dot_hi != 0, above_hi // 8,
-                  np.where(dot_lo != 0, 8 + above_lo // 8, 16))
-  lo ^= (dot_lo >> _U64(7)) * _DOT_TO_ZERO
-  hi ^= (dot_hi >> _U64(7)) * _DOT_TO_ZERO
-  # Every byte must now be an ASCII digit.
+  # Fraction digits F: the bytes after the dot (16 encodes "no dot").
+  frac = (np.bitwise_count(~((dot_hi << _ONE) - _ONE))
+          + np.bitwise_count(~((dot_lo << _ONE) - _ONE))) >> 3
+  frac += (dot_lo != 0) * np.uint8(8) + ~has_dot * np.uint8(16)
+  lo ^= (dot_lo >> _SEVEN) * _DOT_TO_ZERO
+  hi ^= (dot_hi >> _SEVEN) * _DOT_TO_ZERO
+  # Every byte must now be an ASCII digit: d = byte - '0' must be < 10.
   d_lo = lo ^ _ASCII_ZEROS
   d_hi = hi ^ _ASCII_ZEROS
-  ok &= (((d_lo | (d_lo + _SIXES) | d_hi | (d_hi + _SIXES)) & _HIGH_NIBBLES)
-         == 0)
-  # With the dot read as a 0 digit, z = int_part * 10^(F+1) + frac_digits.
-  z = (_ascii8_to_int(lo) * _U64(100_000_000) + _ascii8_to_int(hi)).astype(
-      np.float64)
-  int_part = np.floor(z / _INT_SCALE[frac])
-  values = (z - int_part * _INT_DROP[frac]) / _POW10[frac]
-  values = np.where(neg, -values, values)
-  return values, ~has_dot & ~neg, ok
+  d_lo |= d_lo + _SIXES
+  d_lo |= d_hi
+  d_lo |= d_hi + _SIXES
+  d_lo &= _HIGH_NIBBLES
+  ok &= d_lo == 0
+  z = _ascii8_to_int(lo)
+  z *= _U64(100_000_000)
+  z += _ascii8_to_int(hi)
+  z = z.astype(np.float64)
+  int_part = z / _INT_SCALE[frac]
+  np.floor(int_part, out=int_part)
+  int_part *= _INT_DROP[frac]
+  z -= int_part
+  z /= _POW10[frac]
+  np.negative(z, out=z, where=neg)
+  return z, ~has_dot & ~neg, ok
 
 
 class _Tokens:
@@ -399,7 +444,7 @@ class _Tokens:
     self.starts = edges[0::2]
     self.ends = edges[1::2]
     self.count = len(self.starts)
-    words = np.ndarray((buf.size - 7,), np.uint64, buffer=buf, strides=(1,))
+    words = _aligned_words(buf)
     values = np.empty((self.count,), np.float64)
     is_int = np.empty((self.count,), bool)
     ok = np.empty((self.count,), bool)
@@ -432,9 +477,12 @@ class _Tokens:
     return self.padded[self.starts[k]:self.ends[k]]
 
   def shown(self, k: int) -> str:
+    """Token k for a message: its text, escaped where not printable ASCII,
+    cut at 40 characters."""
     text = self.text(k)
-    return repr(text[:40].decode('ascii', 'backslashreplace')) + (
-        '...' if len(text) > 40 else '')
+    shown = text[:40].decode('ascii', 'backslashreplace')
+    shown = ''.join(c if ' ' < c <= '~' else repr(c)[1:-1] for c in shown)
+    return shown + ('...' if len(text) > 40 else '')
 
   def line_of(self, k: int) -> int:
     """1-based line of token k (k == count: the line after the last token)."""
@@ -458,13 +506,14 @@ class _Tokens:
     if _NUMBER_RE.fullmatch(text):
       if np.isfinite(float(text)):
         return None
-      return f'non-finite value {self.shown(k)}'
+      return f"non-finite value '{self.shown(k)}'"
     if text.lstrip(b'+-').lower() in _NON_FINITE:
-      return f'non-finite value {self.shown(k)}'
+      return f"non-finite value '{self.shown(k)}'"
     junk = [b for b in text if b >= 0x80]
     if junk:
-      return f'binary data (byte 0x{junk[0]:02x}) in token {self.shown(k)}'
-    return f'non-numeric token {self.shown(k)}'
+      return (f'binary data (byte 0x{junk[0]:02x}) in token '
+              f"'{self.shown(k)}'")
+    return f"non-numeric token '{self.shown(k)}'"
 
   def first_error(self, line: int | None = None,
                   before_byte: int | None = None) -> SkeletonFormatError | None:
@@ -576,6 +625,7 @@ def _walk(tokens: _Tokens) -> Skeleton:
   num_frames = tokens.count_at(0, 'frame count', MAX_FRAMES)
   # Walk the headers: where each frame's body count and each body start.
   values, is_int = tokens.values, tokens.is_int
+  value_at, is_int_at = values.item, is_int.item  # Python scalars: faster
   frame_heads = []
   body_heads = []
   bodies_per_frame = []
@@ -584,10 +634,11 @@ def _walk(tokens: _Tokens) -> Skeleton:
     if k >= tokens.count:
       _check_lines(tokens, frame_heads, body_heads)
       tokens.fail(k, f'file ends after frame {t} of {num_frames}')
-    if not is_int[k] or values[k] > MAX_BODIES:
+    num_bodies = value_at(k)
+    if not is_int_at(k) or num_bodies > MAX_BODIES:
       _check_lines(tokens, frame_heads, body_heads, upto=k)
       tokens.count_at(k, f'body count of frame {t + 1}', MAX_BODIES)
-    num_bodies = int(values[k])
+    num_bodies = int(num_bodies)
     frame_heads.append(k)
     bodies_per_frame.append(num_bodies)
     body_heads.extend(range(k + 1, k + 1 + num_bodies * _BODY_TOKENS,
@@ -611,7 +662,7 @@ def _walk(tokens: _Tokens) -> Skeleton:
     raise (tokens.first_error(before_byte=int(tokens.starts[k]))
            or SkeletonFormatError(
                path, tokens.line_of(k),
-               f'unexpected data after the last frame: {tokens.shown(k)}'))
+               f"unexpected data after the last frame: '{tokens.shown(k)}'"))
   return _assemble(tokens, num_frames, bodies_per_frame, heads)
 
 

@@ -4,7 +4,7 @@ r"""Builds NTU RGB+D records from raw `.skeleton` files, without TensorFlow.
       --manual_dir=/data/nturgbd_skeletons --data_dir=/data/tfds
 
 Flags follow `tfds build` where they apply (--data_dir, --manual_dir,
---config, --overwrite, --num_processes); --num_processes sets the processes
+--overwrite, --num_processes); --num_processes sets the processes
 parsing `.skeleton` files (`tfds build` uses it for building several datasets
 at once). Several datasets may be given. Each build ends with a summary:
 records per split, files excluded, ignored and skipped, and why.
@@ -21,22 +21,20 @@ from stbln_jax.data import build
 
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
-    'Where to place datasets (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).')
+    'Where to place datasets (default: $TFDS_DATA_DIR or '
+    '~/tensorflow_datasets).')
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', None,
     'Folder searched recursively for .skeleton files (default: '
     '<data_dir>/downloads/manual).')
-_CONFIG = flags.DEFINE_string(
-    'config', None,
-    'Config to build when a dataset is named without one (ntu_rgbd).',
-    short_name='c')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Delete and rebuild a dataset that already exists.')
 _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None,
     'Processes parsing .skeleton files (default: all cores).', lower_bound=1)
 _QUIET = flags.DEFINE_bool(
-    'quiet', False, 'No progress bars or progress logs; print only the summary.')
+    'quiet', False,
+    'No progress bars or progress logs; print only the summary.')
 
 
 def main(argv):
@@ -48,8 +46,6 @@ def main(argv):
   if _QUIET.value:
     logging.set_verbosity(logging.ERROR)
   for name in names:
-    if _CONFIG.value and '/' not in name:
-      name = f'{name}/{_CONFIG.value}'
     summary = build.build_dataset(
         name,
         manual_dir=_MANUAL_DIR.value,

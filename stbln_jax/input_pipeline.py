@@ -36,15 +36,16 @@ Batch = dict[str, np.ndarray]
 
 # Batches loaded ahead of the consumer, per process.
 _PREFETCH_BATCHES = 4
-# Records read per call when scanning a whole split for its names.
+# Records held in memory at once while scanning a split for its names.
 _SCAN_CHUNK = 1024
 
 
-# ---- Dataset access -----------------------------------------------------------
+# ---- Dataset access ----------------------------------------------------------
 
 
 def _builder(config) -> tfds.core.DatasetBuilder:
-  """The prepared builder of `config.dataset`, or an error saying how to build."""
+  """The prepared builder of `config.dataset`, or an error saying how to
+  build it."""
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
     command = (f'python -m data_prep.build {config.dataset} '
@@ -84,7 +85,7 @@ def sample_names(config, split: str) -> list[str]:
 
 
 class _RecordReader:
-  """Raw records of one split; reopened lazily after pickling (grain workers)."""
+  """Raw records of one split; reopened lazily once pickled (grain workers)."""
 
   def __init__(self, dataset: str, data_dir: str | None, split: str):
     self.dataset, self.data_dir, self.split = dataset, data_dir, split
@@ -118,7 +119,7 @@ class _RecordReader:
     return {**self.__dict__, '_source': None}
 
 
-# ---- Decoding -------------------------------------------------------------------
+# ---- Decoding ----------------------------------------------------------------
 
 
 def _feature(record: bytes, key: str):
@@ -202,8 +203,10 @@ class _EvalBatch:
 def _processes(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is not in '
                      f'[0, {process_count})')
@@ -231,7 +234,7 @@ def _run(dataset: grain.MapDataset, worker_count: int) -> Iterator[Batch]:
   return iter(it)
 
 
-# ---- Public iterators -----------------------------------------------------------
+# ---- Public iterators --------------------------------------------------------
 
 
 def epoch_order(num_examples: int, batch_size: int, seed: int,
@@ -249,7 +252,7 @@ def epoch_order(num_examples: int, batch_size: int, seed: int,
 def train_batches(config, *, epoch: int, start_batch: int = 0,
                   process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[Batch]:
-  """One shuffled epoch of `config.train_split`, from global batch `start_batch`.
+  """One shuffled epoch of `config.train_split`, from batch `start_batch` on.
 
   Args:
     config: the experiment config (see module docstring for the fields).
@@ -271,6 +274,8 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
     raise ValueError(
         f'{config.dataset} {config.train_split} has {len(reader)} examples, '
         f'fewer than one batch of {config.batch_size}')
+  if not 0 <= start_batch <= len(order):
+    raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
   load = _BatchLoader(reader, config.num_frames, config.stream)
   dataset = grain.MapDataset.range(start_batch, len(order)).map(

@@ -116,8 +116,10 @@ def test_action_names():
 ])
 def test_split_rules(config, train, test):
   config = ntu_rgbd.get_config(config)
-  assert ntu_rgbd.split_of(skeleton_lib.parse_sample_name(train), config) == 'train'
-  assert ntu_rgbd.split_of(skeleton_lib.parse_sample_name(test), config) == 'test'
+  split = lambda name: ntu_rgbd.split_of(
+      skeleton_lib.parse_sample_name(name), config)
+  assert split(train) == 'train'
+  assert split(test) == 'test'
 
 
 def test_select_files_excludes_ignores_and_rejects_names():

@@ -142,6 +142,66 @@ def test_pre_normalize_on_real_file_follows_2s_agcn(ntu_samples_dir):
   assert not out[:, 1].any()  # the absent second person stays all-zero
 
 
+def _reference_pre_normalization(sample, max_frames=300):
+  """2s-AGCN's `pre_normalization`, step by step on a 300-frame buffer, for
+  one sample (T, M, V, 3); returns (300, M, V, 3)."""
+  num_frames, num_persons = sample.shape[:2]
+  s = np.zeros((num_persons, max_frames, V, 3))
+  s[:, :num_frames] = np.transpose(sample, (1, 0, 2, 3))
+  for person in s:
+    if person.sum() == 0:
+      continue
+    if person[0].sum() == 0:
+      kept = person[person.sum((1, 2)) != 0].copy()
+      person[:] = 0
+      person[:len(kept)] = kept
+    for f in range(max_frames):
+      if person[f].sum() == 0 and person[f:].sum() == 0:
+        person[f:] = np.concatenate([person[:f]] * max_frames)[:max_frames - f]
+        break
+  centre = s[0, :, SPINE_MID:SPINE_MID + 1].copy()
+  for p in range(num_persons):
+    if s[p].sum() != 0:
+      s[p] = (s[p] - centre) * (s[p].sum(-1, keepdims=True) != 0)
+  for first, second, target in ((SPINE_BASE, SPINE_MID, [0, 0, 1]),
+                                (L_SHOULDER, R_SHOULDER, [1, 0, 0])):
+    v = s[0, 0, second] - s[0, 0, first]
+    axis = np.cross(v, target)
+    angle = np.arccos(np.clip(np.dot(_unit(v), target), -1, 1))
+    k = _unit(axis)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rotation = (np.eye(3) + np.sin(angle) * cross
+                + (1 - np.cos(angle)) * cross @ cross)
+    s = s @ rotation.T
+  return np.transpose(s, (1, 0, 2, 3))
+
+
+@pytest.mark.parametrize('name', ['S001C003P008R002A058',
+                                  'S003C001P015R001A034'])
+def test_pre_normalize_matches_2s_agcn_on_real_files(ntu_samples_dir, name):
+  x = preprocess.select_bodies(
+      read_skeleton(ntu_samples_dir / f'{name}.skeleton'))
+  out = preprocess.pre_normalize(x)
+  reference = _reference_pre_normalization(x)
+  np.testing.assert_allclose(out, reference[:len(out)], atol=2e-6)
+  # Padding by repetition continues the same sequence.
+  np.testing.assert_allclose(preprocess.pad_or_crop(out, 300), reference,
+                             atol=2e-6)
+
+
+def test_pre_normalize_matches_2s_agcn_with_gaps_and_late_starts():
+  rng = np.random.default_rng(11)
+  x = np.zeros((40, 2, V, 3))
+  x[5:35, 0] = _orthogonal_person(rng, 30)  # starts late, ends early
+  x[20:22, 0] = 0                            # a gap inside
+  x[8:30, 1] = rng.normal(0, 0.3, (22, V, 3)) + [1.0, 0.0, 3.0]
+  out = preprocess.pre_normalize(x)
+  reference = _reference_pre_normalization(x)
+  # Both persons move to the front; person 1 has 28 frames left.
+  assert len(out) == 28
+  np.testing.assert_allclose(out, reference[:28], atol=1e-6)
+
+
 def test_rotation_onto_turns_vector_onto_target():
   rng = np.random.default_rng(3)
   for _ in range(20):

@@ -200,11 +200,10 @@ def pre_normalize(x: np.ndarray) -> np.ndarray:
   s = (s - center) * mask
   z_rotation = rotation_onto(s[0, 0, _SPINE_MID] - s[0, 0, _SPINE_BASE],
                              [0.0, 0.0, 1.0])
-  s = s @ z_rotation.T
-  x_rotation = rotation_onto(s[0, 0, _RIGHT_SHOULDER] - s[0, 0, _LEFT_SHOULDER],
-                             [1.0, 0.0, 0.0])
-  s = s @ x_rotation.T
-  return s.astype(np.float32)
+  shoulders = z_rotation @ (s[0, 0, _RIGHT_SHOULDER] - s[0, 0, _LEFT_SHOULDER])
+  x_rotation = rotation_onto(shoulders, [1.0, 0.0, 0.0])
+  # Both rotations at once; zeros (absent joints) stay zero.
+  return (s @ (x_rotation @ z_rotation).T).astype(np.float32)
 
 
 def preprocess_skeleton(

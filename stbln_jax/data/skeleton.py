@@ -22,13 +22,13 @@ File format (whitespace separated, LF or CRLF line ends):
 
 Speed: the NTU-120 archive holds 114,480 files of ~300 KB each, so the reader
 never converts numbers one Python `float()` at a time. All numbers of a file
-are decoded at once by `_decode_numbers`, which loads each token as two
-unaligned little-endian 64-bit words and turns its ASCII digits into an integer
-with SIMD-within-a-register arithmetic (exact, like `float()`); only rare tokens
-(exponent notation, very long tokens, junk) take a per-token Python path. The
-frame/body headers are then walked in Python (a few hundred steps per file),
-and the line structure is checked by comparing where lines start with where
-the format says they must start.
+are decoded together with numpy (`_decode_chunk`): each token is loaded as two
+little-endian 64-bit words and its ASCII digits are turned into an integer with
+SIMD-within-a-register arithmetic, exactly like `float()`; only rare tokens
+(exponent notation, body IDs and other long tokens, junk) take a per-token
+Python path. The frame/body headers are then walked in Python (one step per
+frame), and the line structure is checked by comparing where lines start with
+where the format says they must start.
 """
 
 from __future__ import annotations
@@ -351,7 +351,10 @@ def _aligned_words(buf: np.ndarray) -> np.ndarray:
   m = len(buf) // 8 + 1
   words = getattr(_scratch, 'words', None)
   if words is None or words.size < 8 * m:
-    words = _scratch.words = np.empty((8 * max(m, 1 << 16),), np.uint64)
+    # Little-endian words whatever the machine; kept for files up to 4 MB.
+    words = np.empty((8 * max(m, 1 << 16),), '<u8')
+    if m <= 1 << 19:
+      _scratch.words = words
   words = words[:8 * m].reshape(8, m)
   as_bytes = words.view(np.uint8)
   for r in range(8):

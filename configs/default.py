@@ -49,6 +49,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_split = 'test'
   config.worker_count = 0  # grain worker processes (0: decode in the main process)
 
+  # ---- Synthetic data (the demo; stbln_jax.data.synthetic) ----------------
+  # With `enabled`, training first writes synthetic NTU-format .skeleton files
+  # and builds `dataset` from them, unless it is already built; an unset
+  # data_dir then means <workdir>/data.
+  config.synthetic = ml_collections.ConfigDict()
+  config.synthetic.enabled = False
+  config.synthetic.num_classes = 10  # the first k synthetic actions (at most 12)
+  config.synthetic.num_subjects = 10
+  config.synthetic.seed = 0
+
   # ---- Training (stbln_jax.train; the paper's recipe) ---------------------
   config.batch_size = 64  # global batch, split over all devices
   config.eval_batch_size = 64

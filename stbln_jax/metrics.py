@@ -70,12 +70,20 @@ def summarize(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
 
 
 def plot_confusion_matrix(cm: np.ndarray, path, class_names=None, title: str = '') -> None:
-  """Saves a row-normalised confusion matrix as an image (matplotlib, Agg backend)."""
+  """Saves a row-normalised confusion matrix as an image (matplotlib, Agg backend).
+
+  Only classes that occur (as truth or prediction) are drawn, so a split using a
+  few of the label space's classes (the synthetic demo) stays readable.
+  """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   cm = np.asarray(cm, np.float64)
+  shown = np.flatnonzero((cm.sum(axis=0) + cm.sum(axis=1)) > 0)
+  cm = cm[np.ix_(shown, shown)]
+  if class_names is not None:
+    class_names = [class_names[i] for i in shown]
   rows = np.maximum(cm.sum(axis=1, keepdims=True), 1)
   k = cm.shape[0]
   size = min(4 + 0.15 * k, 24)

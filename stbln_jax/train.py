@@ -19,6 +19,7 @@ and 40 (counted in steps), cross-entropy, 50 epochs.
 """
 
 import contextlib
+import copy
 import functools
 import json
 import logging as std_logging
@@ -414,6 +415,47 @@ def _format_duration(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+# ---- Synthetic data (the demo) ---------------------------------------------------
+
+def prepare_synthetic_data(config: ml_collections.ConfigDict,
+                           workdir: str) -> ml_collections.ConfigDict:
+  """Writes and builds the synthetic dataset of `config.synthetic`, unless built.
+
+  Returns:
+    `config` itself when `config.synthetic.enabled` is False; otherwise a copy
+    whose unset `data_dir` is set to <workdir>/data, where the raw files
+    (`synthetic_skeletons/`) and the built records go.
+  """
+  if not config.synthetic.enabled:
+    return config
+  config = copy.deepcopy(config)
+  if config.data_dir is None:
+    config.data_dir = os.path.join(os.path.abspath(workdir), 'data')
+  try:
+    input_pipeline.get_num_examples(config, config.train_split)
+    return config  # already built
+  except FileNotFoundError:
+    pass
+  if jax.process_index() == 0:
+    # Imported here: only the demo needs the generator and the builder.
+    from stbln_jax.data import build  # pylint: disable=g-import-not-at-top
+    from stbln_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    raw_dir = os.path.join(config.data_dir, 'synthetic_skeletons')
+    start = time.perf_counter()
+    files = synthetic.write_synthetic_dataset(
+        raw_dir, num_classes=config.synthetic.num_classes,
+        subjects=tuple(range(1, config.synthetic.num_subjects + 1)),
+        seed=config.synthetic.seed)
+    logging.info('Wrote %d synthetic .skeleton files to %s in %.1f s.', len(files), raw_dir,
+                 time.perf_counter() - start)
+    summary = build.build_dataset(config.dataset, manual_dir=raw_dir,
+                                  data_dir=config.data_dir, quiet=True)
+    logging.info('Built %s', summary.format())
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('synthetic dataset built')
+  return config
+
+
 # ---- Training --------------------------------------------------------------------
 
 def _epoch_batches(config, epoch: int, start_batch: int) -> Iterator[dict]:
@@ -435,6 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stopped on SIGTERM before the end.
   """
   validate_config(config)
+  config = prepare_synthetic_data(config, workdir)
   steps_per_epoch = input_pipeline.steps_per_epoch(config)  # fails early if no data
   save_config(config, workdir)
   save_class_names(config, workdir)
@@ -519,8 +562,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         if last:
           summary = write_eval_outputs(result, config, workdir, config.eval_split, step=step)
-          logging.info('Wrote eval_%s.json, confusion_%s.png and scores_%s.npz to %s.',
-                       config.eval_split, config.eval_split, config.eval_split, workdir)
+          logging.info('Final: top-1 %.2f%% on the %d examples of %s/%s; reports '
+                       '(eval_%s.json, confusion_%s.png, scores_%s.npz) in %s.',
+                       100 * result['top1'], result['num_examples'], config.dataset,
+                       config.eval_split, *[config.eval_split] * 3, workdir)
       if _every(epoch, config.checkpoint_every_epochs, config.num_epochs) or last or stop:
         checkpoint.save(manager, state, epoch=epoch + 1, batch=0, metrics=eval_metrics)
       epoch, start_batch = epoch + 1, 0

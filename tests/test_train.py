@@ -4,19 +4,24 @@ Step tests feed arrays directly; the resume tests train on a tiny dataset built 
 from synthetic NTU files. Compiled steps are shared through module fixtures.
 """
 
+import pathlib
 import signal
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from ml_collections import config_flags
 
 from configs import default
+from stbln_jax import checkpoint
 from stbln_jax import mixers
 from stbln_jax import models
 from stbln_jax import train
 
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
 NUM_FRAMES = 12
 BATCH = 8
 
@@ -185,3 +190,54 @@ def test_sigterm_becomes_a_stop_request():
     signal.raise_signal(signal.SIGTERM)
     assert stop_requested(2)
   assert signal.getsignal(signal.SIGTERM) is previous
+
+
+# ---- Checkpoints ---------------------------------------------------------------------
+
+def test_checkpoints_keep_the_last_ones_and_the_best(tmp_path):
+  manager = checkpoint.make_manager(str(tmp_path), keep=2)
+  state = {'step': jnp.zeros((), jnp.int32), 'w': jnp.arange(3.0)}
+  top1 = {1: 0.9, 2: 0.1, 3: 0.2, 4: None, 5: 0.4}  # None: saved without an evaluation
+  for step, value in top1.items():
+    state = {'step': jnp.asarray(step, jnp.int32), 'w': state['w'] + 1}
+    metrics = None if value is None else {'top1': value}
+    assert checkpoint.save(manager, state, epoch=step, batch=0, metrics=metrics)
+  manager.wait_until_finished()
+  assert not checkpoint.save(manager, state, epoch=5, batch=0)  # step 5 exists already
+  assert sorted(manager.all_steps()) == [1, 4, 5]
+  assert manager.best_step() == 1
+
+  abstract = checkpoint.abstract_like(state, train.replicated(train.make_mesh()))
+  restored, progress, step = checkpoint.restore(manager, abstract, step=4)
+  assert step == 4 and progress == {'epoch': 4, 'batch': 0}
+  np.testing.assert_array_equal(restored['w'], np.arange(3.0) + 4)
+  with pytest.raises(FileNotFoundError, match='available steps: \\[1, 4, 5\\]'):
+    checkpoint.restore(manager, abstract, step=2)
+  manager.close()
+
+
+# ---- Configs and flags ---------------------------------------------------------------
+
+@pytest.mark.parametrize('name,dataset,stream,num_classes', [
+    ('cv', 'ntu_rgbd/xview', 'joint', 60), ('cs', 'ntu_rgbd/xsub', 'joint', 60),
+    ('cv_bone', 'ntu_rgbd/xview', 'bone', 60), ('cs_bone', 'ntu_rgbd/xsub', 'bone', 60),
+    ('cs120', 'ntu_rgbd/xsub120', 'joint', 120), ('cset120', 'ntu_rgbd/xset120', 'joint', 120),
+    ('demo', 'ntu_rgbd/xview', 'joint', 60)])
+def test_config_files_load_validate_and_take_overrides(name, dataset, stream, num_classes):
+  def parse(*overrides):
+    argv = ['main', f'--config={CONFIGS / name}.py', *overrides]
+    values = flags.FlagValues()
+    # As main.py defines it; overrides are read from `sys_argv` (sys.argv in main).
+    config_flags.DEFINE_config_file('config', None, flag_values=values, lock_config=True,
+                                    sys_argv=argv)
+    values(argv)
+    return values.config
+
+  config = parse()
+  assert (config.dataset, config.stream, config.model.num_classes) == (
+      dataset, stream, num_classes)
+  train.validate_config(config, num_devices=4, num_processes=1)
+  config = parse('--config.model.mixer=bilinear', '--config.model.aggregate_at=3',
+                 '--config.stream=bone_motion')
+  assert config.model.aggregate_at == 3 and config.stream == 'bone_motion'
+  train.validate_config(config, num_devices=4, num_processes=1)

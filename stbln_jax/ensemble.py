@@ -1,0 +1,120 @@
+r"""Score fusion of several streams (joint, bone, their motions), as in 2s-AGCN.
+
+  python -m stbln_jax.ensemble --workdirs=/tmp/cv_joint,/tmp/cv_bone --weights=1,1
+  python -m stbln_jax.ensemble --workdirs=J,B,JM,BM --weights=2,2,1,1
+
+Each workdir holds `scores_<split>.npz` written by evaluation (`--mode=eval`, or the
+end of training): per-sample names, labels and logits. Samples are matched by name.
+The fused score of a sample is Σ_s w_s · softmax(logits_s) by default: probabilities
+put the streams on one scale whatever their logit magnitudes. `--scores=logits`
+sums raw logits instead, which is what 2s-AGCN's ensemble script does.
+"""
+
+import os
+from typing import Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from stbln_jax import metrics
+
+_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.')
+_WEIGHTS = flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
+_SCORES = flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
+                            'Fuse class probabilities or raw logits.')
+
+
+def load_scores(workdir: str, split: str) -> dict[str, np.ndarray]:
+  """{'names', 'labels', 'logits'} of one evaluated workdir."""
+  path = os.path.join(workdir, f'scores_{split}.npz')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found; evaluate first: python -m stbln_jax.main '
+                            f'--mode=eval --workdir={workdir}')
+  with np.load(path) as f:
+    return {k: f[k] for k in ('names', 'labels', 'logits')}
+
+
+def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
+  """The streams reordered to the first one's sample order; names must agree."""
+  reference = streams[0]
+  names = list(reference['names'])
+  aligned = [reference]
+  for stream, workdir in zip(streams[1:], workdirs[1:]):
+    position = {name: i for i, name in enumerate(stream['names'])}
+    missing = [n for n in names if n not in position]
+    if missing or len(position) != len(names):
+      raise ValueError(
+          f'{workdir} scored {len(position)} samples and {workdirs[0]} {len(names)}, '
+          f'{len(missing)} of them not in both (e.g. {missing[:3]}); fuse evaluations '
+          f'of the same split of the same dataset')
+    order = np.asarray([position[n] for n in names])
+    stream = {k: v[order] for k, v in stream.items()}
+    if not np.array_equal(stream['labels'], reference['labels']):
+      raise ValueError(f'{workdir} and {workdirs[0]} disagree on the labels of the same '
+                       f'samples')
+    if stream['logits'].shape != reference['logits'].shape:
+      raise ValueError(f'{workdir} has {stream["logits"].shape[-1]} classes, '
+                       f'{workdirs[0]} {reference["logits"].shape[-1]}')
+    aligned.append(stream)
+  return aligned
+
+
+def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
+         split: str = 'test', scores: str = 'softmax') -> dict:
+  """top-1 and top-5 of each stream and of their weighted fusion.
+
+  Returns:
+    {'streams': [{'workdir', 'weight', 'top1', 'top5'}, ...],
+     'fused': {'top1', 'top5'}, 'num_examples': N}.
+  """
+  if not workdirs:
+    raise ValueError('name at least one workdir')
+  weights = [1.0] * len(workdirs) if weights is None else [float(w) for w in weights]
+  if len(weights) != len(workdirs):
+    raise ValueError(f'{len(weights)} weights for {len(workdirs)} workdirs')
+  if scores not in ('softmax', 'logits'):
+    raise ValueError(f"scores={scores!r} must be 'softmax' or 'logits'")
+  streams = _aligned([load_scores(w, split) for w in workdirs], workdirs)
+  labels = streams[0]['labels']
+
+  def score(stream):
+    logits = stream['logits'].astype(np.float64)
+    return metrics.softmax(logits) if scores == 'softmax' else logits
+
+  report = {'streams': [], 'num_examples': int(len(labels))}
+  fused = 0.0
+  for workdir, weight, stream in zip(workdirs, weights, streams):
+    s = score(stream)
+    fused = fused + weight * s
+    report['streams'].append({
+        'workdir': workdir, 'weight': weight,
+        'top1': float(metrics.topk_correct(s, labels, 1).mean()),
+        'top5': float(metrics.topk_correct(s, labels, 5).mean())})
+  report['fused'] = {'top1': float(metrics.topk_correct(fused, labels, 1).mean()),
+                     'top5': float(metrics.topk_correct(fused, labels, 5).mean())}
+  return report
+
+
+def format_report(report: dict) -> str:
+  lines = [f'{report["num_examples"]} samples']
+  for s in report['streams']:
+    lines.append(f'  weight {s["weight"]:g}  top-1 {100 * s["top1"]:6.2f}%  '
+                 f'top-5 {100 * s["top5"]:6.2f}%  {s["workdir"]}')
+  f = report['fused']
+  lines.append(f'  fused     top-1 {100 * f["top1"]:6.2f}%  top-5 {100 * f["top5"]:6.2f}%')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not _WORKDIRS.value:
+    raise app.UsageError('--workdirs is required')
+  report = fuse(_WORKDIRS.value, _WEIGHTS.value, split=_SPLIT.value, scores=_SCORES.value)
+  print(format_report(report))
+
+
+if __name__ == '__main__':
+  app.run(main)

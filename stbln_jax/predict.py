@@ -1,0 +1,95 @@
+r"""Top-5 actions of raw NTU `.skeleton` files, with a trained workdir.
+
+  python -m stbln_jax.predict --workdir=/tmp/cv_bilinear S001C001P001R001A011.skeleton ...
+
+Each file goes through the builder's preprocessing (`preprocess_skeleton`), is
+repeat-padded or cut to the run's `num_frames` and turned into the run's stream,
+exactly as the input pipeline does, then classified by the workdir's checkpoint
+(latest unless --checkpoint_step). The config and action names come from the
+workdir. A file that cannot be read is reported by name and the others go on; the
+exit status is 1 if any failed.
+"""
+
+import sys
+from typing import Sequence, TextIO
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from stbln_jax import metrics
+from stbln_jax import models
+from stbln_jax import train
+from stbln_jax.data import preprocess
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
+                                        'Checkpoint to use (default: latest).')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
+                              lower_bound=1)
+
+
+def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
+  """Model inputs of the readable files and an error message for each other one.
+
+  Returns:
+    (inputs (N, T, M, V, C) float32, the N readable paths, error messages).
+  """
+  samples, good, errors = [], [], []
+  for path in paths:
+    try:
+      x = preprocess.pad_or_crop(preprocess.preprocess_skeleton(path), config.num_frames)
+    except (OSError, ValueError) as e:
+      # Unreadable, malformed (SkeletonFormatError) or without a body: say which file
+      # and why, and go on with the rest.
+      message = str(e) if path in str(e) else f'{path}: {e}'
+      errors.append(f'{type(e).__name__}: {message}')
+      continue
+    samples.append(x)
+    good.append(path)
+  if not samples:
+    return np.zeros((0,), np.float32), good, errors
+  # Streams are taken from the padded batch, as the input pipeline does.
+  batch = preprocess.select_stream(np.stack(samples).astype(np.float32), config.stream)
+  return batch, good, errors
+
+
+def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
+        checkpoint_step: int | None = None, out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr) -> int:
+  """Prints the top-k actions of each file; returns the number of files that failed."""
+  config = train.load_config(workdir)
+  class_names = train.load_class_names(workdir)
+  inputs, good, errors = load_inputs(paths, config)
+  for message in errors:
+    print(f'error: {message}', file=err)
+  if not good:
+    return len(errors)
+
+  mesh = train.make_mesh(jax.local_devices()[:1])
+  variables, step = train.restore_variables(config, workdir, mesh, checkpoint_step)
+  model = models.create_model(config.model)
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
+  probabilities = metrics.softmax(np.asarray(logits))
+  width = max(len(name) for name in class_names)
+  for path, p in zip(good, probabilities):
+    print(f'{path}  (step {step}, {config.stream} stream)', file=out)
+    for rank, c in enumerate(np.argsort(-p)[:top_k], start=1):
+      print(f'  {rank}. {class_names[c]:<{width}}  {p[c]:.4f}', file=out)
+  return len(errors)
+
+
+def main(argv):
+  if _WORKDIR.value is None:
+    raise app.UsageError('--workdir is required')
+  if len(argv) < 2:
+    raise app.UsageError('name one or more .skeleton files')
+  train.show_only_own_info_logs()
+  failed = run(_WORKDIR.value, argv[1:], top_k=_TOP_K.value,
+               checkpoint_step=_CHECKPOINT_STEP.value)
+  return 1 if failed else 0
+
+
+if __name__ == '__main__':
+  app.run(main)

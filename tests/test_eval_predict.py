@@ -1,0 +1,232 @@
+"""Whole runs on a tiny built dataset: resuming, evaluation, prediction and fusion.
+
+The dataset (built once per module) is 12 synthetic files plus five real NTU files
+through the `ntu_rgbd/xview` builder: 7 test examples (camera 1) and 10 training
+examples. Every run here uses one recipe, so the jitted steps are compiled once and
+shared between runs.
+"""
+
+import io
+import pathlib
+import re
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from stbln_jax import ensemble
+from stbln_jax import input_pipeline
+from stbln_jax import models
+from stbln_jax import predict
+from stbln_jax import train
+from stbln_jax.data import build
+from stbln_jax.data import synthetic
+
+REAL_FILES = ('S001C001P001R001A011', 'S002C001P003R001A003', 'S003C001P015R001A034',
+              'S001C003P008R002A058', 'S004C002P003R001A017',
+              'S001C002P006R001A008')  # the last is on the missing-skeleton list
+NUM_TEST = 7  # 4 synthetic + 3 real files from camera 1
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory, ntu_samples_dir):
+  raw = tmp_path_factory.mktemp('raw')
+  synthetic.write_synthetic_dataset(raw, num_classes=2, subjects=(1, 2), replications=(1,),
+                                    frames=(20, 30))
+  for name in REAL_FILES:
+    shutil.copy(ntu_samples_dir / f'{name}.skeleton', raw)
+  out = tmp_path_factory.mktemp('tfds')
+  summary = build.build_dataset('ntu_rgbd/xview', manual_dir=raw, data_dir=out,
+                                num_workers=1, quiet=True)
+  assert summary.examples == {'train': 10, 'test': NUM_TEST}, summary.format()
+  return str(out)
+
+
+def run_config(data_dir, **overrides):
+  config = default.get_config()
+  config.data_dir = data_dir
+  config.model.channels = (8, 8)
+  config.model.strides = (1, 1)
+  config.model.num_layers = 2
+  config.num_frames = 12
+  config.batch_size = 4  # 2 steps per epoch (10 examples, remainder dropped)
+  config.eval_batch_size = 4  # 7 test examples: the second batch is padded
+  config.num_epochs = 2
+  config.log_every_steps = 1
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compile_once():
+  """Memoises the step builders by (model, mesh): every run has the same recipe."""
+  patch = pytest.MonkeyPatch()
+  for name in ('make_train_step', 'make_eval_step'):
+    original, cache = getattr(train, name), {}
+
+    def cached(model, *args, _original=original, _cache=cache):
+      key = (model, args[-1])  # the mesh is the last argument of both
+      if key not in _cache:
+        _cache[key] = _original(model, *args)
+      return _cache[key]
+    patch.setattr(train, name, cached)
+  yield
+  patch.undo()
+
+
+@pytest.fixture(scope='module')
+def trained(data_dir, tmp_path_factory):
+  """An uninterrupted two-epoch run: (workdir, config, final summary, final state)."""
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  config = run_config(data_dir)
+  summary = train.train_and_evaluate(config, workdir)
+  with np.load(pathlib.Path(workdir) / 'scores_test.npz') as f:
+    scores = {k: f[k] for k in f.files}
+  return workdir, config, summary, scores
+
+
+def final_params(config, workdir):
+  variables, step = train.restore_variables(config, workdir, train.make_mesh())
+  return jax.device_get(variables), step
+
+
+# ---- Evaluation ----------------------------------------------------------------------
+
+def test_evaluation_counts_every_example_once(trained, data_dir):
+  workdir, config, summary, scores = trained
+  assert summary['num_examples'] == NUM_TEST
+  assert np.asarray(summary['confusion_matrix']).sum() == NUM_TEST
+  assert len(summary['per_class_accuracy']) == 60
+  assert 0.0 <= summary['top1'] <= summary['top5'] <= 1.0
+  # Scores are per sample, in split order, with the sample names for fusion.
+  assert list(scores['names']) == input_pipeline.sample_names(config, 'test')
+  assert scores['logits'].shape == (NUM_TEST, 60)
+  for name in ('eval_test.json', 'confusion_test.png', 'config.json', 'class_names.json'):
+    assert (pathlib.Path(workdir) / name).is_file(), name
+
+
+def test_save_restore_evaluate_gives_identical_metrics(trained):
+  workdir, config, summary, scores = trained
+  restored = train.evaluate(train.load_config(workdir), workdir)
+  for key in ('num_examples', 'top1', 'top5', 'loss', 'confusion_matrix', 'step'):
+    assert restored[key] == summary[key], key
+  with np.load(pathlib.Path(workdir) / 'scores_test.npz') as f:
+    np.testing.assert_array_equal(f['logits'], scores['logits'])
+    np.testing.assert_array_equal(f['labels'], scores['labels'])
+
+
+def test_saved_config_round_trips(trained):
+  workdir, config, _, _ = trained
+  loaded = train.load_config(workdir)
+  assert loaded.model.channels == list(config.model.channels)
+  assert loaded.data_dir == config.data_dir and loaded.stream == config.stream
+
+
+# ---- Resuming ------------------------------------------------------------------------
+
+def test_stopped_and_resumed_runs_end_with_the_same_parameters(
+    trained, data_dir, tmp_path, monkeypatch):
+  workdir_a, config_a, _, _ = trained
+  expected, expected_step = final_params(config_a, workdir_a)
+  workdir = str(tmp_path)
+
+  # 1. Stop after epoch 1 (2 steps).
+  train.train_and_evaluate(run_config(data_dir, max_train_steps=2), workdir)
+  _, step = final_params(config_a, workdir)
+  assert step == 2
+
+  # 2. Resume; SIGTERM arrives during the first batch of epoch 2.
+  original = input_pipeline.train_batches
+
+  def interrupted(config, *, epoch, start_batch=0, **kwargs):
+    for i, batch in enumerate(original(config, epoch=epoch, start_batch=start_batch,
+                                       **kwargs)):
+      if epoch == 1 and start_batch + i == 0:
+        signal.raise_signal(signal.SIGTERM)
+      yield batch
+  monkeypatch.setattr(input_pipeline, 'train_batches', interrupted)
+  assert train.train_and_evaluate(run_config(data_dir), workdir) == {}
+  _, step = final_params(config_a, workdir)
+  assert step == 3  # saved mid-epoch, after the batch that was running
+
+  # 3. Resume from the middle of epoch 2 and finish.
+  monkeypatch.setattr(input_pipeline, 'train_batches', original)
+  train.train_and_evaluate(run_config(data_dir), workdir)
+  resumed, step = final_params(config_a, workdir)
+  assert step == expected_step == 4
+  jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+
+
+# ---- Prediction ----------------------------------------------------------------------
+
+def test_predict_prints_five_named_actions_and_reports_bad_files(trained, ntu_samples_dir):
+  workdir, _, _, _ = trained
+  good = str(ntu_samples_dir / 'S001C001P001R001A011.skeleton')
+  empty = str(ntu_samples_dir / 'S001C002P006R001A008.skeleton')  # no body at all
+  out, err = io.StringIO(), io.StringIO()
+  failed = predict.run(workdir, [empty, good, '/no/such/file.skeleton'], out=out, err=err)
+
+  assert failed == 2
+  assert empty in err.getvalue() and '/no/such/file.skeleton' in err.getvalue()
+  lines = out.getvalue().splitlines()
+  assert lines[0].startswith(good)
+  ranked = [re.fullmatch(r'\s+(\d)\. (.+?)\s+([01]\.\d{4})', line) for line in lines[1:]]
+  assert len(ranked) == 5 and all(ranked), lines
+  names = train.load_class_names(workdir)
+  assert [int(m.group(1)) for m in ranked] == [1, 2, 3, 4, 5]
+  assert all(m.group(2) in names for m in ranked)
+  probabilities = [float(m.group(3)) for m in ranked]
+  assert probabilities == sorted(probabilities, reverse=True)
+  assert 0.0 < sum(probabilities) <= 1.0 + 1e-4
+
+
+def test_predict_uses_the_builders_preprocessing(trained, ntu_samples_dir):
+  """A raw test file gives the same logits as its built record in evaluation."""
+  workdir, config, _, scores = trained
+  name = 'S002C001P003R001A003'
+  inputs, good, errors = predict.load_inputs(
+      [str(ntu_samples_dir / f'{name}.skeleton')], config)
+  assert not errors and inputs.shape == (1, config.num_frames, 2, 25, 3)
+  variables, _ = train.restore_variables(config, workdir, train.make_mesh())
+  model = models.create_model(config.model)
+  logits = model.apply(jax.device_put(variables, jax.devices()[0]), jnp.asarray(inputs),
+                       train=False)
+  row = list(scores['names']).index(name)
+  np.testing.assert_allclose(np.asarray(logits)[0], scores['logits'][row], atol=1e-4)
+
+
+# ---- Fusion --------------------------------------------------------------------------
+
+def test_ensemble_matches_samples_by_name_and_weights_softmax_scores(trained, tmp_path):
+  workdir, _, summary, scores = trained
+  # A second "stream": the same samples in reverse order with other logits.
+  rng = np.random.default_rng(0)
+  other_logits = rng.normal(size=scores['logits'].shape).astype(np.float32)
+  other = tmp_path / 'bone'
+  other.mkdir()
+  np.savez(other / 'scores_test.npz', names=scores['names'][::-1],
+           labels=scores['labels'][::-1], logits=other_logits[::-1])
+
+  report = ensemble.fuse([workdir, str(other)], [2.0, 1.0])
+  assert report['num_examples'] == NUM_TEST
+  assert report['streams'][0]['top1'] == pytest.approx(summary['top1'])
+
+  def softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+  fused = 2.0 * softmax(scores['logits']) + softmax(other_logits)
+  expected = np.mean(fused.argmax(-1) == scores['labels'])
+  assert report['fused']['top1'] == pytest.approx(expected)
+  assert 'fused' in ensemble.format_report(report)
+
+
+def test_ensemble_refuses_different_sample_sets(trained, tmp_path):
+  workdir, _, _, scores = trained
+  np.savez(tmp_path / 'scores_test.npz', names=scores['names'][:-1],
+           labels=scores['labels'][:-1], logits=scores['logits'][:-1])
+  with pytest.raises(ValueError, match='same split'):
+    ensemble.fuse([workdir, str(tmp_path)])

@@ -293,23 +293,19 @@ def _bytes8(byte: int) -> np.uint64:
 
 _LOW7 = _bytes8(0x7F)
 _ASCII_ZEROS = _bytes8(ord('0'))
-_ASCII_DOTS = _bytes8(ord('.'))
+_DOT_DIGITS = _bytes8(ord('.') ^ ord('0'))  # a '.' as a "digit" byte - '0'
 _SIXES = _bytes8(0x06)
 _HIGH_NIBBLES = _bytes8(0xF0)
-_LOW_NIBBLES = _bytes8(0x0F)
-_DOT_TO_ZERO = _U64(ord('.') ^ ord('0'))
 # A token of n <= 15 characters (sign removed) is loaded right-aligned into
-# two words (lo: characters 16-n.., hi: the last 8); bytes before the token
-# are replaced by ASCII '0'. _KEEP_*[n] keeps the token's bytes, _FILL_*[n]
-# puts the '0's in.
+# two words (lo: characters 16-n.., hi: the last 8) and turned into digit
+# values (byte ^ '0'); _KEEP_*[n] keeps the token's bytes and zeroes the ones
+# before it, which then read as leading 0 digits.
 _KEEP_LO = np.array(
     [0 if n <= 8 else ((1 << 64) - 1) ^ ((1 << (8 * (16 - n))) - 1)
      for n in range(16)], dtype=np.uint64)
 _KEEP_HI = np.array(
     [((1 << 64) - 1) ^ ((1 << (8 * (8 - min(n, 8)))) - 1) for n in range(16)],
     dtype=np.uint64)
-_FILL_LO = ~_KEEP_LO & _ASCII_ZEROS
-_FILL_HI = ~_KEEP_HI & _ASCII_ZEROS
 # Indexed by the number of fraction digits F (16 means no decimal point;
 # indices up to 40 arise only for rejected tokens with several dots).
 _POW10 = 10.0 ** np.minimum(np.arange(41), 15)
@@ -323,9 +319,9 @@ _NUMBER_RE = re.compile(rb'[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?')
 _NON_FINITE = {b'nan', b'inf', b'infinity'}
 
 
-def _ascii8_to_int(w: np.ndarray) -> np.ndarray:
-  """uint64 words of 8 ASCII digits (first digit in the lowest byte) -> ints."""
-  w = w & _LOW_NIBBLES
+def _digits8_to_int(w: np.ndarray) -> np.ndarray:
+  """uint64 words of 8 digit values 0-9 (first digit in the lowest byte) ->
+  the integer they spell."""
   w = (w * _U64(10 * 256 + 1)) >> _U64(8)
   w = ((w & _U64(0x00FF00FF00FF00FF)) * _U64(100 * 65536 + 1)) >> _U64(16)
   w = ((w & _U64(0x0000FFFF0000FFFF)) * _U64(10000 * (1 << 32) + 1)) >> _U64(32)
@@ -337,9 +333,21 @@ def _zero_byte_flags(w: np.ndarray) -> np.ndarray:
   return ~(((w & _LOW7) + _LOW7) | w | _LOW7)
 
 
-# Per-thread scratch for `_aligned_words`, grown as needed: fresh multi-MB
-# arrays for every file would cost page faults.
+# Per-thread scratch memory, grown as needed: fresh multi-MB temporaries for
+# every file would cost page faults (a large share of the time).
 _scratch = threading.local()
+_SCRATCH_LIMIT = 1 << 25  # bytes per buffer kept between calls
+
+
+def _scratch_array(name: str, size: int, dtype) -> np.ndarray:
+  """A reused 1-D array of at least `size` items, first `size` returned;
+  overwritten by the next call for `name` in this thread."""
+  array = getattr(_scratch, name, None)
+  if array is None or array.size < size or array.dtype != dtype:
+    array = np.empty((max(size, 1 << 16),), dtype)
+    if array.nbytes <= _SCRATCH_LIMIT:
+      setattr(_scratch, name, array)
+  return array[:size]
 
 
 def _aligned_words(buf: np.ndarray) -> np.ndarray:
@@ -349,13 +357,8 @@ def _aligned_words(buf: np.ndarray) -> np.ndarray:
   unaligned words one by one. The result is overwritten by the next call in
   the same thread."""
   m = len(buf) // 8 + 1
-  words = getattr(_scratch, 'words', None)
-  if words is None or words.size < 8 * m:
-    # Little-endian words whatever the machine; kept for files up to 4 MB.
-    words = np.empty((8 * max(m, 1 << 16),), '<u8')
-    if m <= 1 << 19:
-      _scratch.words = words
-  words = words[:8 * m].reshape(8, m)
+  # Little-endian words whatever the machine.
+  words = _scratch_array('words', 8 * m, np.dtype('<u8')).reshape(8, m)
   as_bytes = words.view(np.uint8)
   for r in range(8):
     as_bytes[r, :len(buf) - r] = buf[r:]
@@ -363,7 +366,6 @@ def _aligned_words(buf: np.ndarray) -> np.ndarray:
   return words.ravel()
 
 
-_ONE = _U64(1)
 _SEVEN = _U64(7)
 
 
@@ -373,10 +375,11 @@ def _decode_chunk(words, buf, starts, ends):
   of that form (the others are left to the caller).
 
   Each token is loaded right-aligned into two words lo/hi (its last byte is
-  hi's top byte), the bytes before it are replaced by '0', a dot by '0' too,
-  and the 16 ASCII digits are turned into an integer z; with F fraction
-  digits, z = int_part * 10^(F+1) + fraction, from which the value follows
-  with one correctly rounded division (z < 10^15 is exact in float64).
+  hi's top byte) as digit values (byte ^ '0', so the bytes before it become
+  0 digits and a dot becomes 0 too), and the 16 digits are turned into an
+  integer z; with F fraction digits, z = int_part * 10^(F+1) + fraction, from
+  which the value follows with one correctly rounded division (z < 10^15 is
+  exact in float64).
   """
   neg = buf[starts] == ord('-')
   n = ends - starts - neg
@@ -386,32 +389,33 @@ def _decode_chunk(words, buf, starts, ends):
   at = (last & 7) * (len(words) // 8) + (last >> 3)
   hi = words[at]
   lo = words[at - 1]  # the word 8 bytes earlier: same row, previous column
-  lo &= _KEEP_LO[n]
-  lo |= _FILL_LO[n]
+  hi ^= _ASCII_ZEROS
   hi &= _KEEP_HI[n]
-  hi |= _FILL_HI[n]
-  dot_lo = _zero_byte_flags(lo ^ _ASCII_DOTS)
-  dot_hi = _zero_byte_flags(hi ^ _ASCII_DOTS)
-  num_dots = np.bitwise_count(dot_lo) + np.bitwise_count(dot_hi)
+  lo ^= _ASCII_ZEROS
+  lo &= _KEEP_LO[n]
+  dot_hi = _zero_byte_flags(hi ^ _DOT_DIGITS)
+  dot_lo = _zero_byte_flags(lo ^ _DOT_DIGITS)
+  num_dots = np.bitwise_count(dot_hi) + np.bitwise_count(dot_lo)
   has_dot = num_dots == 1
   ok &= (num_dots <= 1) & ~(has_dot & (n == 1))
-  # Fraction digits F: the bytes after the dot (16 encodes "no dot").
-  frac = (np.bitwise_count(~((dot_hi << _ONE) - _ONE))
-          + np.bitwise_count(~((dot_lo << _ONE) - _ONE))) >> 3
-  frac += (dot_lo != 0) * np.uint8(8) + ~has_dot * np.uint8(16)
-  lo ^= (dot_lo >> _SEVEN) * _DOT_TO_ZERO
-  hi ^= (dot_hi >> _SEVEN) * _DOT_TO_ZERO
-  # Every byte must now be an ASCII digit: d = byte - '0' must be < 10.
-  d_lo = lo ^ _ASCII_ZEROS
-  d_hi = hi ^ _ASCII_ZEROS
-  d_lo |= d_lo + _SIXES
-  d_lo |= d_hi
-  d_lo |= d_hi + _SIXES
-  d_lo &= _HIGH_NIBBLES
-  ok &= d_lo == 0
-  z = _ascii8_to_int(lo)
+  # Fraction digits F, from the dot's byte b: popcount(flag - 1) = 8 b + 7;
+  # F = 16 encodes "no dot".
+  below_hi = np.bitwise_count(dot_hi - _U64(1))
+  below_lo = np.bitwise_count(dot_lo - _U64(1))
+  frac = np.where(below_hi < 64, (63 - below_hi) >> 3,
+                  np.where(below_lo < 64, 8 + ((63 - below_lo) >> 3),
+                           np.uint8(16)))
+  hi ^= (dot_hi >> _SEVEN) * _DOT_DIGITS
+  lo ^= (dot_lo >> _SEVEN) * _DOT_DIGITS
+  # Every byte must now be a digit value: below 10.
+  check = hi | (hi + _SIXES)
+  check |= lo
+  check |= lo + _SIXES
+  check &= _HIGH_NIBBLES
+  ok &= check == 0
+  z = _digits8_to_int(lo)
   z *= _U64(100_000_000)
-  z += _ascii8_to_int(hi)
+  z += _digits8_to_int(hi)
   z = z.astype(np.float64)
   int_part = z / _INT_SCALE[frac]
   np.floor(int_part, out=int_part)
@@ -434,16 +438,26 @@ class _Tokens:
     # once the structure is known, so that an error names the first problem
     # in the file (e.g. 'data after the last frame', not 'junk').
     self.errors = []
+    # Byte-sized temporaries go to reused scratch memory (`out=`).
+    flags = _scratch_array('flags', len(buf), bool)
+    space = _scratch_array('space', len(buf), bool)
+    np.equal(buf, ord('\n'), out=flags)
+    self.newlines = np.flatnonzero(flags)
     # Control bytes other than tab/LF/CR would silently split tokens.
-    self.newlines = np.flatnonzero(buf == ord('\n'))
-    num_space_like = (len(self.newlines) + np.count_nonzero(buf == ord('\r'))
-                      + np.count_nonzero(buf == ord('\t')))
-    if np.count_nonzero(buf < 32) != num_space_like:
+    num_control = np.count_nonzero(np.less(buf, 32, out=flags))
+    num_space_like = len(self.newlines) + np.count_nonzero(
+        np.equal(buf, ord('\r'), out=flags))
+    if num_control != num_space_like:
+      num_space_like += np.count_nonzero(np.equal(buf, ord('\t'), out=flags))
+    if num_control != num_space_like:
       bad = int(np.flatnonzero(
           (buf < 32) & (buf != 9) & (buf != 10) & (buf != 13))[0])
       self.errors.append((bad, f'binary data (byte 0x{buf[bad]:02x})'))
-    space = buf <= 32
-    edges = np.flatnonzero(space[1:] != space[:-1]) + 1
+    np.less_equal(buf, 32, out=space)
+    np.not_equal(space[1:], space[:-1], out=flags[1:])
+    flags[0] = False  # the padding makes byte 0 a space
+    # Alternating token starts and ends (the text is padded with spaces).
+    edges = np.flatnonzero(flags)
     self.starts = edges[0::2]
     self.ends = edges[1::2]
     self.count = len(self.starts)

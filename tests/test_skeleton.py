@@ -134,8 +134,18 @@ def test_numbers_decode_exactly_like_float():
   values = rng.standard_normal(5000) * 10.0 ** rng.integers(-6, 5, 5000)
   data = ' '.join(f'{v:.{p}g}' for v, p in zip(
       values, rng.integers(1, 9, 5000))).encode()
-  np.testing.assert_array_equal(skeleton_lib._Tokens('x', data).values,
+  tokens = skeleton_lib._Tokens('x', data)
+  np.testing.assert_array_equal(tokens.values,
                                 [float(t) for t in data.split()])
+  # Only exponent notation leaves the vectorised path.
+  assert tokens.num_slow == sum(b'e' in t for t in data.split()) > 0
+
+
+def test_real_files_take_the_vectorised_path(ntu_samples_dir):
+  data = (ntu_samples_dir / 'S003C001P015R001A034.skeleton').read_bytes()
+  tokens = skeleton_lib._Tokens('x', data)
+  # The slow path only sees the 71 body IDs (17 digits) and the exponents.
+  assert tokens.num_slow == 71 + data.count(b'E')
 
 
 # ---- Malformed files ------------------------------------------------------------

@@ -293,7 +293,8 @@ def _bytes8(byte: int) -> np.uint64:
 
 _LOW7 = _bytes8(0x7F)
 _ASCII_ZEROS = _bytes8(ord('0'))
-_DOT_DIGITS = _bytes8(ord('.') ^ ord('0'))  # a '.' as a "digit" byte - '0'
+_DOT_DIGIT = _U64(ord('.') ^ ord('0'))  # a '.' in digit-value space
+_DOT_DIGITS = _bytes8(ord('.') ^ ord('0'))
 _SIXES = _bytes8(0x06)
 _HIGH_NIBBLES = _bytes8(0xF0)
 # A token of n <= 15 characters (sign removed) is loaded right-aligned into
@@ -405,8 +406,8 @@ def _decode_chunk(words, buf, starts, ends):
   frac = np.where(below_hi < 64, (63 - below_hi) >> 3,
                   np.where(below_lo < 64, 8 + ((63 - below_lo) >> 3),
                            np.uint8(16)))
-  hi ^= (dot_hi >> _SEVEN) * _DOT_DIGITS
-  lo ^= (dot_lo >> _SEVEN) * _DOT_DIGITS
+  hi ^= (dot_hi >> _SEVEN) * _DOT_DIGIT
+  lo ^= (dot_lo >> _SEVEN) * _DOT_DIGIT
   # Every byte must now be a digit value: below 10.
   check = hi | (hi + _SIXES)
   check |= lo
@@ -473,6 +474,7 @@ class _Tokens:
     # for it such as body IDs, kept exactly in `big_ints` {token: int}.
     self.big_ints = {}
     slow = np.flatnonzero(~ok)
+    self.num_slow = len(slow)
     for k, a, b in zip(slow.tolist(), self.starts[slow].tolist(),
                        self.ends[slow].tolist()):
       text = self.padded[a:b]

@@ -52,7 +52,7 @@ def _skeleton_from_tracks(tracks, num_frames):
                                frames=tuple(frames))
 
 
-# ---- Body selection -------------------------------------------------------------
+# ---- Body selection ----------------------------------------------------------
 
 def test_select_bodies_ranks_by_motion_energy_and_groups_by_id():
   rng = np.random.default_rng(0)
@@ -99,7 +99,7 @@ def test_two_person_file_keeps_both(ntu_samples_dir):
                     for m in range(2)}
 
 
-# ---- Pre-normalisation ----------------------------------------------------------
+# ---- Pre-normalisation -------------------------------------------------------
 
 @pytest.mark.parametrize('seed', range(5))
 def test_pre_normalize_aligns_spine_with_z_and_shoulders_with_x(seed):
@@ -278,7 +278,7 @@ def test_no_skeleton_is_a_clear_error(ntu_samples_dir):
   assert info.value.path == str(path)
 
 
-# ---- Length and streams -----------------------------------------------------------
+# ---- Length and streams ------------------------------------------------------
 
 def test_pad_or_crop_repeats_crops_and_fills_empty():
   x = np.arange(3 * 2 * V * 3, dtype=np.float32).reshape(3, 2, V, 3)

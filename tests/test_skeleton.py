@@ -148,7 +148,7 @@ def test_real_files_take_the_vectorised_path(ntu_samples_dir):
   assert tokens.num_slow == 71 + data.count(b'E')
 
 
-# ---- Malformed files ------------------------------------------------------------
+# ---- Malformed files ---------------------------------------------------------
 
 def _lines(ntu_samples_dir):
   data = (ntu_samples_dir / 'S001C001P001R001A011.skeleton').read_bytes()
@@ -270,7 +270,8 @@ def test_every_corruption_of_a_small_file_is_caught(tmp_path):
   lines = ('3\n1\n' + body + '0\n2\n' + body + body).split('\n')[:-1]
   path = tmp_path / 'small.skeleton'
   for i in range(len(lines)):
-    for broken in (lines[:i] + lines[i + 1:], lines[:i] + [lines[i]] + lines[i:]):
+    for broken in (lines[:i] + lines[i + 1:],
+                   lines[:i] + [lines[i]] + lines[i:]):
       path.write_text('\n'.join(broken) + '\n')
       with pytest.raises(SkeletonFormatError):
         read_skeleton(path)
@@ -288,7 +289,7 @@ def test_missing_file_is_a_format_error(tmp_path):
     read_skeleton(tmp_path / 'nope.skeleton')
 
 
-# ---- Sample names ---------------------------------------------------------------
+# ---- Sample names ------------------------------------------------------------
 
 def test_parse_sample_name():
   sample = skeleton_lib.parse_sample_name('/a/b/S017C003P020R002A120.skeleton')

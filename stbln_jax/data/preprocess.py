@@ -48,7 +48,7 @@ class NoSkeletonError(skeleton_lib.SkeletonFormatError):
   """A well-formed file in which no frame holds a body (nothing to learn)."""
 
 
-# ---- Body selection ---------------------------------------------------------
+# ---- Body selection ----------------------------------------------------------
 
 
 def _motion_energy(track: np.ndarray) -> float:
@@ -97,7 +97,7 @@ def select_bodies(skeleton: skeleton_lib.Skeleton,
   return out
 
 
-# ---- Pre-normalisation --------------------------------------------------------
+# ---- Pre-normalisation -------------------------------------------------------
 
 
 def rotation_onto(vector: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -236,7 +236,7 @@ def preprocess_skeleton(
   return sample
 
 
-# ---- Length and streams ---------------------------------------------------------
+# ---- Length and streams ------------------------------------------------------
 
 
 def pad_or_crop(x: np.ndarray, num_frames: int) -> np.ndarray:

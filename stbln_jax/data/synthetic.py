@@ -1,4 +1,4 @@
-"""Synthetic NTU RGB+D: real-format `.skeleton` files of actions that differ by motion.
+"""Synthetic NTU RGB+D: real-format `.skeleton` files of motion-defined actions.
 
 This module owns a small, learnable stand-in for NTU RGB+D that the demo and
 the tests train on. `write_synthetic_dataset` writes files named
@@ -55,7 +55,7 @@ _CAMERA_YAW_DEG = {1: 0.0, 2: 45.0, 3: -45.0}
 _REPLICATION_YAW_DEG = 30.0
 
 
-# ---- The body -------------------------------------------------------------------
+# ---- The body ----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class _Body:
@@ -148,7 +148,8 @@ def _forward_kinematics(pose: dict[str, np.ndarray], body: _Body) -> np.ndarray:
   joints[:, j(3)] = joints[:, j(21)] + body.neck * up
   joints[:, j(4)] = joints[:, j(3)] + body.head * up
   forward_up = np.array([0.0, 1.0, -1.0]) / np.sqrt(2.0)
-  arms = (('l', -1.0, (5, 6, 7, 8, 22, 23)), ('r', 1.0, (9, 10, 11, 12, 24, 25)))
+  arms = (('l', -1.0, (5, 6, 7, 8, 22, 23)),
+          ('r', 1.0, (9, 10, 11, 12, 24, 25)))
   for name, side, (sh, el, wr, ha, tip, th) in arms:
     joints[:, j(sh)] = (joints[:, j(21)] + side * body.shoulder * right
                         - 0.03 * up)
@@ -191,7 +192,7 @@ def _plant_feet(pose, body: _Body):
   pose['root_z'] = pose['root_z'] + (z0 - z)
 
 
-# ---- Motions ----------------------------------------------------------------------
+# ---- Motions -----------------------------------------------------------------
 
 def _smooth(u):
   """Smoothstep on [0, 1], clipped outside."""
@@ -416,7 +417,7 @@ def action_index(ntu_action: int) -> int:
                    f'{[a.ntu_action for a in SYNTHETIC_ACTIONS]}')
 
 
-# ---- Sequences ---------------------------------------------------------------------
+# ---- Sequences ---------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticBody:
@@ -574,7 +575,7 @@ def _spurious_body(num_frames, rng, noise):
                        lean=np.zeros((num_frames, 2)))
 
 
-# ---- The text format ------------------------------------------------------------------
+# ---- The text format ---------------------------------------------------------
 
 # Kinect joints without a bone to orient: head, feet, hand tips and thumbs
 # carry a zero quaternion in NTU files.

@@ -702,11 +702,16 @@ def _assemble(tokens: _Tokens, num_frames: int, bodies_per_frame, heads):
       if body_id >= 2**63:
         tokens.fail(h, f'body ID {body_id} does not fit in int64')
       body_ids[r] = body_id
-  info = values[heads[:, None] + np.arange(1, 1 + BODY_INFO_VALUES)]
+  # Each body's values are consecutive tokens: copy them as rows.
+  if num_rows:
+    body = np.lib.stride_tricks.sliding_window_view(
+        values, _BODY_TOKENS)[heads]  # (R, 311)
+  else:
+    body = np.zeros((0, _BODY_TOKENS))
+  info = body[:, 1:1 + BODY_INFO_VALUES]
   first_joint = heads + 2 + BODY_INFO_VALUES
-  joints = values[first_joint[:, None]
-                  + np.arange(NUM_JOINTS * JOINT_VALUES)].reshape(
-                      num_rows, NUM_JOINTS, JOINT_VALUES)
+  joints = body[:, 2 + BODY_INFO_VALUES:].reshape(num_rows, NUM_JOINTS,
+                                                  JOINT_VALUES)
   state = joints[:, :, JOINT_VALUES - 1]
   bad = np.flatnonzero(((state != 0) & (state != 1) & (state != 2)).ravel())
   if len(bad):

@@ -33,7 +33,7 @@ from stbln_jax.data import synthetic
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', '/tmp/stbln_data_benchmark',
-    'Holds raw/ (synthetic files, reused) and tfds/ (the built dataset).')
+    'Holds raw-*/ (synthetic files, reused) and tfds/ (the built dataset).')
 _NUM_FILES = flags.DEFINE_integer(
     'num_files', 1440, 'Synthetic files to build from (rounded up to whole '
     'subjects of 72 files).')
@@ -68,10 +68,11 @@ def _load() -> str:
 
 def _raw_files() -> list[pathlib.Path]:
   """The synthetic files, written on first use."""
-  raw = pathlib.Path(_WORKDIR.value) / 'raw'
   subjects = math.ceil(_NUM_FILES.value / _FILES_PER_SUBJECT)
   frames = tuple(int(f) for f in _FRAMES.value)
-  stamp = raw / f'.complete-{subjects}-{frames[0]}-{frames[1]}'
+  raw = (pathlib.Path(_WORKDIR.value) /
+         f'raw-{subjects}subjects-{frames[0]}-{frames[1]}frames')
+  stamp = raw / '.complete'
   if not stamp.exists():
     print(f'Writing {subjects * _FILES_PER_SUBJECT} synthetic files to {raw} '
           '(once)...', flush=True)

@@ -14,6 +14,7 @@ Choices the paper leaves open (SPEC, written down here):
   k layers (Table II) with k < λ never aggregates.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -47,6 +48,80 @@ def _kaiming_fan_out():
   return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def _temporal_conv_xla(x: Array, kernel: Array, stride: int) -> Array:
+  k = kernel.shape[0]
+  pad = (k - 1) // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(stride, 1), padding=((pad, k - 1 - pad), (0, 0)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _temporal_conv_dots(x: Array, kernel: Array, stride: int) -> Array:
+  return _temporal_conv_xla(x, kernel, stride)
+
+
+def _temporal_conv_dots_fwd(x, kernel, stride):
+  return _temporal_conv_xla(x, kernel, stride), (x, kernel)
+
+
+def _temporal_conv_dots_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  # dL/dx is a convolution that XLA's CPU backend runs well; dL/dW is not (XLA makes
+  # it a convolution whose window is the whole batch), so it is one matrix product:
+  # the k shifted copies of x side by side, (N·T'·V, k·C), transposed, times dy.
+  _, x_vjp = jax.vjp(lambda x: _temporal_conv_xla(x, kernel, stride), x)
+  (dx,) = x_vjp(dy)
+  k, _, c, d = kernel.shape
+  pad = (k - 1) // 2
+  t_out = dy.shape[1]
+  xp = jnp.pad(x, ((0, 0), (pad, k - 1 - pad), (0, 0), (0, 0)))
+  cols = jnp.concatenate([xp[:, i:i + stride * (t_out - 1) + 1:stride] for i in range(k)],
+                         axis=-1)
+  dw = jnp.dot(cols.reshape(-1, k * c).T, dy.reshape(-1, d),
+               preferred_element_type=jnp.float32)
+  return dx, dw.reshape(k, 1, c, d).astype(kernel.dtype)
+
+
+_temporal_conv_dots.defvjp(_temporal_conv_dots_fwd, _temporal_conv_dots_bwd)
+
+TEMPORAL_CONV_IMPLS = ('auto', 'dots', 'xla')
+
+
+def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') -> Array:
+  """The k×1 convolution over frames, 'same' padding: (N, T, V, C) → (N, ceil(T/s), V, D).
+
+  `kernel` is (k, 1, C, D). The implementations compute the same values and gradients:
+  'xla' is `lax.conv_general_dilated` with XLA's own gradient; 'dots' has the same
+  forward pass and input gradient but computes the kernel gradient as one matrix
+  product, several times faster on CPU (BENCHMARKS.md); 'auto' is 'dots' on CPU and
+  'xla' elsewhere (GPU convolution gradients are fast, and 'dots' needs k copies of x).
+  """
+  if impl == 'auto':
+    impl = 'dots' if jax.default_backend() == 'cpu' else 'xla'
+  if impl == 'dots':
+    return _temporal_conv_dots(x, kernel, stride)
+  if impl == 'xla':
+    return _temporal_conv_xla(x, kernel, stride)
+  raise ValueError(f'unknown temporal convolution {impl!r}; choose one of {TEMPORAL_CONV_IMPLS}')
+
+
+class _ConvKernel(nn.Module):
+  """Holds the k×1 kernel under the name nn.Conv uses ('kernel', shape (k, 1, C, D))."""
+  features: int
+  kernel_size: int
+  stride: int
+  impl: str
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', _kaiming_fan_out(),
+                        (self.kernel_size, 1, x.shape[-1], self.features), jnp.float32)
+    return temporal_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
+                         self.impl)
+
+
 class TemporalConv(nn.Module):
   """Convolution over frames with a k×1 kernel, 'same' padding and stride s.
 
@@ -56,14 +131,12 @@ class TemporalConv(nn.Module):
   kernel_size: int = 9
   stride: int = 1
   dtype: Dtype = jnp.float32
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    pad = (self.kernel_size - 1) // 2
-    return nn.Conv(self.features, (self.kernel_size, 1), strides=(self.stride, 1),
-                   padding=((pad, self.kernel_size - 1 - pad), (0, 0)), use_bias=False,
-                   kernel_init=_kaiming_fan_out(), dtype=self.dtype,
-                   param_dtype=jnp.float32, name='conv')(x)
+    return _ConvKernel(self.features, self.kernel_size, self.stride, self.impl, self.dtype,
+                       name='conv')(x)
 
 
 class NodeChannelMap(nn.Module):
@@ -123,6 +196,7 @@ class STLayer(nn.Module):
   residual: bool = True
   temporal_kernel: int = 9
   dtype: Dtype = jnp.float32
+  temporal_conv: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -139,7 +213,7 @@ class STLayer(nn.Module):
     y = nn.relu(y)
 
     y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
-                     name='temporal')(y)
+                     self.temporal_conv, name='temporal')(y)
     y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
     if self.residual:
       if c_in == self.features and v_in == v_out and self.stride == 1:
@@ -160,6 +234,7 @@ class AggregatedLayer(nn.Module):
   stride: int = 1
   temporal_kernel: int = 9
   dtype: Dtype = jnp.float32
+  temporal_conv: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -168,7 +243,7 @@ class AggregatedLayer(nn.Module):
                  dtype=self.dtype, param_dtype=jnp.float32, name='linear')(x)
     y = nn.relu(_batch_norm(train, self.dtype, name='bn_spatial')(y))
     y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
-                     name='temporal')(y)
+                     self.temporal_conv, name='temporal')(y)
     y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
     if c_in == self.features and self.stride == 1:
       y = y + x
@@ -193,6 +268,7 @@ class SpatioTemporalNet(nn.Module):
   temporal_kernel: int = 9
   adjacency_normalization: str = 'symmetric'
   dtype: Dtype = jnp.float32
+  temporal_conv: str = 'auto'
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -210,12 +286,14 @@ class SpatioTemporalNet(nn.Module):
     for i, (features, stride) in enumerate(zip(self.channels, self.strides), start=1):
       name = f'layer_{i}'
       if lam is not None and i > lam:
-        x = AggregatedLayer(features, stride, self.temporal_kernel, self.dtype, name=name)(x, train)
+        x = AggregatedLayer(features, stride, self.temporal_kernel, self.dtype,
+                            self.temporal_conv, name=name)(x, train)
       else:
         x = STLayer(features, self.mixer, stride, adjacency=adjacency,
                     num_nodes_out=1 if i == lam else None,
                     symmetric_rank=self.symmetric_rank, residual=i > 1,
-                    temporal_kernel=self.temporal_kernel, dtype=self.dtype, name=name)(x, train)
+                    temporal_kernel=self.temporal_kernel, dtype=self.dtype,
+                    temporal_conv=self.temporal_conv, name=name)(x, train)
 
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # global average pool over T and V
     x = jnp.mean(x.reshape(n, m, -1), axis=1)  # average over persons
@@ -251,6 +329,9 @@ def validate_model_config(cfg) -> None:
     raise ConfigError(f'model.symmetric_rank={rank} must be in 1..{cfg.num_joints}')
   if cfg.get('dtype', 'float32') not in ('float32', 'bfloat16'):
     raise ConfigError(f"model.dtype={cfg.dtype!r} must be 'float32' or 'bfloat16'")
+  if cfg.get('temporal_conv', 'auto') not in TEMPORAL_CONV_IMPLS:
+    raise ConfigError(f'model.temporal_conv={cfg.temporal_conv!r} must be one of '
+                      f'{TEMPORAL_CONV_IMPLS}')
 
 
 def create_model(cfg) -> SpatioTemporalNet:
@@ -270,6 +351,7 @@ def create_model(cfg) -> SpatioTemporalNet:
       temporal_kernel=cfg.get('temporal_kernel', 9),
       adjacency_normalization=cfg.get('adjacency_normalization', 'symmetric'),
       dtype=jnp.dtype(cfg.get('dtype', 'float32')),
+      temporal_conv=cfg.get('temporal_conv', 'auto'),
   )
 
 

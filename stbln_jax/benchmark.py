@@ -1,0 +1,274 @@
+r"""Throughput of the network: training-step and inference samples/s, FLOP/s.
+
+    python -m stbln_jax.benchmark --batch=8 --frames=300 --persons=2
+    python -m stbln_jax.benchmark --aggregate_at=none,6,7 --batch=8 --repeats=3
+    python -m stbln_jax.benchmark --dtype=float32,bfloat16 --batch=64,128,256 --json
+
+Every comma-separated flag is a list; the benchmark runs every combination one after
+the other in this process, so variants are compared side by side on the same machine.
+
+For each variant it compiles two jitted functions on random inputs:
+  train  forward + backward + SGD (Nesterov momentum, weight decay) update, state donated
+  infer  forward pass in evaluation mode (BN running statistics)
+then times `--repeats` repeats of `--steps` calls each (blocking on the result after
+each repeat) and reports the median. Compilation time is reported separately. FLOP/s
+are XLA's FLOP count of the compiled step (cost analysis; a multiply-add is 2 FLOPs)
+divided by the measured step time.
+
+This path imports only jax, flax, optax, numpy and absl (no configuration library, no
+data pipeline), so it runs on any machine with those installed.
+"""
+
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from stbln_jax import models
+
+_MIXER = flags.DEFINE_list('mixer', ['bilinear'], 'Spatial mixers (comma-separated).')
+_AGGREGATE_AT = flags.DEFINE_list('aggregate_at', ['none'],
+                                  "λ values (comma-separated; 'none': no aggregation).")
+_BATCH = flags.DEFINE_list('batch', ['8'], 'Batch sizes N (comma-separated).')
+_FRAMES = flags.DEFINE_list('frames', ['300'], 'Frames T per sample (comma-separated).')
+_PERSONS = flags.DEFINE_list('persons', ['2'], 'Persons M per sample (comma-separated).')
+_NUM_LAYERS = flags.DEFINE_list('num_layers', ['10'], 'Network depths (comma-separated).')
+_DTYPE = flags.DEFINE_list('dtype', ['float32'],
+                           'Compute dtypes, float32 and/or bfloat16 (comma-separated).')
+_TEMPORAL_CONV = flags.DEFINE_list('temporal_conv', ['auto'],
+                                   'Temporal convolution implementations: auto, dots, xla.')
+_MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
+_STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
+_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
+_JSON = flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
+
+
+# ---- Configuration ---------------------------------------------------------------
+
+class ModelConfig(dict):
+  """A `config.model` without a configuration library: attribute access and `get`."""
+
+  def __getattr__(self, name):
+    try:
+      return self[name]
+    except KeyError as e:
+      raise AttributeError(name) from e
+
+
+def model_config(mixer: str = 'bilinear', aggregate_at: int | None = None,
+                 num_layers: int = 10, num_persons: int = 2, dtype: str = 'float32',
+                 **overrides) -> ModelConfig:
+  """The paper's network (configs/default.py's model fields) with a few fields changed."""
+  cfg = ModelConfig(
+      mixer=mixer,
+      channels=(64, 64, 64, 64, 128, 128, 128, 256, 256, 256),
+      strides=(1, 1, 1, 1, 2, 1, 1, 2, 1, 1),
+      num_layers=num_layers,
+      aggregate_at=aggregate_at,
+      symmetric_rank=None,
+      temporal_kernel=9,
+      adjacency_normalization='symmetric',
+      num_classes=60,
+      num_persons=num_persons,
+      num_joints=25,
+      in_channels=3,
+      dtype=dtype,
+      temporal_conv='auto',
+  )
+  cfg.update(overrides)
+  return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  mixer: str = 'bilinear'
+  aggregate_at: int | None = None
+  batch: int = 8
+  frames: int = 300
+  persons: int = 2
+  num_layers: int = 10
+  dtype: str = 'float32'
+  temporal_conv: str = 'auto'
+
+  def model_config(self) -> ModelConfig:
+    return model_config(self.mixer, self.aggregate_at, self.num_layers, self.persons, self.dtype,
+                        temporal_conv=self.temporal_conv)
+
+
+# ---- The measured functions ------------------------------------------------------
+
+def make_train_step(model, learning_rate: float = 0.1):
+  """A jitted training step over a state dict, the state donated."""
+  tx = optax.chain(optax.add_decayed_weights(1e-4),
+                   optax.sgd(learning_rate, momentum=0.9, nesterov=True))
+
+  def init_state(variables):
+    return {'params': variables['params'], 'batch_stats': variables['batch_stats'],
+            'opt_state': tx.init(variables['params'])}
+
+  def loss_fn(params, batch_stats, x, labels):
+    logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, x,
+                                  train=True, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, updates['batch_stats']
+
+  def train_step(state, x, labels):
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'], state['batch_stats'], x, labels)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state}, loss
+
+  return init_state, jax.jit(train_step, donate_argnums=0)
+
+
+def make_infer_step(model):
+  return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older JAX: one dict per computation
+    analysis = analysis[0]
+  return float(analysis.get('flops', 0.0)) if analysis else 0.0
+
+
+def _time_calls(call, repeats: int, steps: int, warmup: int) -> list[float]:
+  """Seconds per call of each of `repeats` repeats of `steps` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(call())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = None
+    for _ in range(steps):
+      out = call()
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) / steps)
+  return times
+
+
+def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
+                repeats: int = 3, steps: int = 2, warmup: int = 1, seed: int = 0) -> dict:
+  """Compiles and times one variant; returns one row of measurements."""
+  cfg = variant.model_config()
+  model = models.create_model(cfg)
+  shape = models.input_shape(cfg, variant.batch, variant.frames)
+  rng_x, rng_y, rng_init = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(rng_x, shape, jnp.float32)
+  labels = jax.random.randint(rng_y, (variant.batch,), 0, cfg.num_classes)
+  variables = models.init_variables(model, cfg, rng_init)
+  row: dict[str, Any] = dataclasses.asdict(variant)
+  row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))
+
+  if 'infer' in modes:
+    infer = make_infer_step(model)
+    start = time.perf_counter()
+    compiled = infer.lower(variables, x).compile()
+    row['infer_compile_s'] = time.perf_counter() - start
+    flops = _flops(compiled)
+    times = _time_calls(lambda: compiled(variables, x), repeats, steps, warmup)
+    step_s = statistics.median(times)
+    row.update(infer_step_s=step_s, infer_samples_per_s=variant.batch / step_s,
+               infer_gflops_per_sample=flops / variant.batch / 1e9,
+               infer_gflop_per_s=flops / step_s / 1e9)
+
+  if 'train' in modes:
+    init_state, train_step = make_train_step(model)
+    state = init_state(variables)
+    start = time.perf_counter()
+    compiled = train_step.lower(state, x, labels).compile()
+    row['train_compile_s'] = time.perf_counter() - start
+    flops = _flops(compiled)
+    holder = {'state': state}
+
+    def call():
+      holder['state'], loss = compiled(holder['state'], x, labels)
+      return loss
+
+    times = _time_calls(call, repeats, steps, warmup)
+    step_s = statistics.median(times)
+    row.update(train_step_s=step_s, train_samples_per_s=variant.batch / step_s,
+               train_gflops_per_sample=flops / variant.batch / 1e9,
+               train_gflop_per_s=flops / step_s / 1e9)
+  return row
+
+
+# ---- Report ----------------------------------------------------------------------
+
+def machine() -> dict:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  device = jax.devices()[0]
+  return {'jax': jax.__version__, 'backend': jax.default_backend(),
+          'device': getattr(device, 'device_kind', str(device)),
+          'cpu': cpu, 'nproc': os.cpu_count(),
+          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+
+
+def format_table(rows: list[dict]) -> str:
+  head = (f"{'mixer':<10}{'λ':>5}{'L':>4}{'conv':>6}{'dtype':>10}{'N':>5}{'T':>5}{'M':>3}"
+          f"{'train/s':>10}{'infer/s':>10}{'train GF/s':>12}{'infer GF/s':>12}"
+          f"{'fwd GF/smp':>12}{'compile s':>11}")
+  lines = [head, '-' * len(head)]
+  for r in rows:
+    lam = '-' if r['aggregate_at'] is None else str(r['aggregate_at'])
+    compile_s = r.get('train_compile_s', 0.0) + r.get('infer_compile_s', 0.0)
+    lines.append(
+        f"{r['mixer']:<10}{lam:>5}{r['num_layers']:>4}{r['temporal_conv']:>6}{r['dtype']:>10}{r['batch']:>5}"
+        f"{r['frames']:>5}{r['persons']:>3}"
+        f"{r.get('train_samples_per_s', float('nan')):>10.2f}"
+        f"{r.get('infer_samples_per_s', float('nan')):>10.2f}"
+        f"{r.get('train_gflop_per_s', float('nan')):>12.1f}"
+        f"{r.get('infer_gflop_per_s', float('nan')):>12.1f}"
+        f"{r.get('infer_gflops_per_sample', float('nan')):>12.2f}{compile_s:>11.1f}")
+  return '\n'.join(lines)
+
+
+def _aggregate_at(value: str) -> int | None:
+  return None if value.lower() in ('none', '-', '') else int(value)
+
+
+def variants_from_flags() -> list[Variant]:
+  return [Variant(mixer, _aggregate_at(lam), int(n), int(t), int(m), int(depth), dtype, conv)
+          for mixer, lam, n, t, m, depth, dtype, conv in itertools.product(
+              _MIXER.value, _AGGREGATE_AT.value, _BATCH.value, _FRAMES.value,
+              _PERSONS.value, _NUM_LAYERS.value, _DTYPE.value, _TEMPORAL_CONV.value)]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  rows = []
+  info = machine()
+  if not _JSON.value:
+    print(' '.join(f'{k}={v}' for k, v in info.items()))
+  for variant in variants_from_flags():
+    row = run_variant(variant, modes=_MODES.value, repeats=_REPEATS.value, steps=_STEPS.value,
+                      warmup=_WARMUP.value)
+    rows.append(row)
+    if not _JSON.value:
+      print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]),
+            flush=True)
+  if _JSON.value:
+    print(json.dumps({'machine': info, 'rows': rows}))
+
+
+if __name__ == '__main__':
+  app.run(main)

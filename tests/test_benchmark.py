@@ -1,0 +1,72 @@
+"""The benchmark, bfloat16 compute, and the temporal convolution's own gradient."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stbln_jax import benchmark
+from stbln_jax import models
+
+
+def test_benchmark_runs_on_a_tiny_network_and_reports_positive_numbers():
+  variant = benchmark.Variant(batch=2, frames=8, num_layers=1)
+  row = benchmark.run_variant(variant, repeats=1, steps=1, warmup=0)
+  for key in ('train_samples_per_s', 'infer_samples_per_s', 'train_gflop_per_s',
+              'infer_gflop_per_s', 'train_compile_s', 'infer_compile_s'):
+    assert row[key] > 0, (key, row)
+  # The training step does forward and backward: well over the forward's FLOPs.
+  assert row['train_gflops_per_sample'] > 2 * row['infer_gflops_per_sample'] > 0
+  table = benchmark.format_table([row])
+  assert 'bilinear' in table and len(table.splitlines()) == 3
+
+
+def test_benchmark_imports_nothing_beyond_jax_flax_optax_numpy_absl():
+  code = ('import sys, stbln_jax.benchmark; '
+          'print(sorted({m.split(".")[0] for m in sys.modules}))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                       check=True).stdout
+  for name in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorflow', 'configs'):
+    assert f"'{name}'" not in out, name
+
+
+def test_bfloat16_logits_agree_with_float32_and_parameters_stay_float32():
+  x = jax.random.normal(jax.random.key(1), (4, 16, 2, 25, 3))
+  logits = {}
+  for dtype in ('float32', 'bfloat16'):
+    cfg = benchmark.model_config(num_layers=3, dtype=dtype, num_classes=10)
+    model = models.create_model(cfg)
+    variables = model.init(jax.random.key(0), x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
+    out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    assert out.dtype == jnp.float32
+    assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(updates['batch_stats']))
+    logits[dtype] = model.apply({**variables, **updates}, x, train=False)
+    assert logits[dtype].dtype == jnp.float32
+  ref, low = np.asarray(logits['float32']), np.asarray(logits['bfloat16'])
+  rel = np.linalg.norm(low - ref) / np.linalg.norm(ref)
+  assert rel < 0.03, rel  # bf16 keeps 8 bits of mantissa: ~0.4% per rounding
+  assert not np.array_equal(low, ref)  # the bf16 path really computes in bf16
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_dots_temporal_conv_matches_xla_convolution_in_value_and_gradient(stride):
+  x = jax.random.normal(jax.random.key(0), (2, 11, 3, 4))
+  kernel = jax.random.normal(jax.random.key(1), (9, 1, 4, 5))
+  target = jax.random.normal(jax.random.key(2), (2, (11 - 1) // stride + 1, 3, 5))
+
+  def loss(x, kernel, impl):
+    return jnp.sum((models.temporal_conv(x, kernel, stride, impl) - target) ** 2)
+
+  y_xla = models.temporal_conv(x, kernel, stride, 'xla')
+  y_dots = models.temporal_conv(x, kernel, stride, 'dots')
+  assert y_xla.shape == target.shape
+  np.testing.assert_allclose(y_dots, y_xla, rtol=1e-5, atol=1e-5)
+  g_xla = jax.grad(loss, (0, 1))(x, kernel, 'xla')
+  g_dots = jax.grad(loss, (0, 1))(x, kernel, 'dots')
+  for a, b in zip(g_dots, g_xla):
+    assert float(jnp.abs(b).max()) > 1e-3
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

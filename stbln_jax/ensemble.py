@@ -19,11 +19,7 @@ import numpy as np
 
 from stbln_jax import metrics
 
-_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.')
-_WEIGHTS = flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
-_SPLIT = flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
-_SCORES = flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
-                            'Fuse class probabilities or raw logits.')
+FLAGS = flags.FLAGS
 
 
 def load_scores(workdir: str, split: str) -> dict[str, np.ndarray]:
@@ -110,11 +106,18 @@ def format_report(report: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not _WORKDIRS.value:
+  if not FLAGS.workdirs:
     raise app.UsageError('--workdirs is required')
-  report = fuse(_WORKDIRS.value, _WEIGHTS.value, split=_SPLIT.value, scores=_SCORES.value)
+  report = fuse(FLAGS.workdirs, FLAGS.weights, split=FLAGS.split, scores=FLAGS.scores)
   print(format_report(report))
 
 
 if __name__ == '__main__':
+  # Flags exist only when this runs as a program: importing the module never
+  # clashes with another module's flags.
+  flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.')
+  flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
+  flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
+  flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
+                    'Fuse class probabilities or raw logits.')
   app.run(main)

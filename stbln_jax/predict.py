@@ -23,11 +23,7 @@ from stbln_jax import models
 from stbln_jax import train
 from stbln_jax.data import preprocess
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
-_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
-                                        'Checkpoint to use (default: latest).')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
-                              lower_bound=1)
+FLAGS = flags.FLAGS
 
 
 def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
@@ -81,15 +77,20 @@ def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
 
 
 def main(argv):
-  if _WORKDIR.value is None:
+  if FLAGS.workdir is None:
     raise app.UsageError('--workdir is required')
   if len(argv) < 2:
     raise app.UsageError('name one or more .skeleton files')
   train.show_only_own_info_logs()
-  failed = run(_WORKDIR.value, argv[1:], top_k=_TOP_K.value,
-               checkpoint_step=_CHECKPOINT_STEP.value)
+  failed = run(FLAGS.workdir, argv[1:], top_k=FLAGS.top_k,
+               checkpoint_step=FLAGS.checkpoint_step)
   return 1 if failed else 0
 
 
 if __name__ == '__main__':
+  # Flags exist only when this runs as a program: importing the module (tests,
+  # notebooks, other tools) never clashes with another module's flags.
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
+  flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to use (default: latest).')
+  flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.', lower_bound=1)
   app.run(main)

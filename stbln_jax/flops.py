@@ -20,12 +20,17 @@ from ml_collections import config_flags
 
 from stbln_jax import models
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file.',
-                                          lock_config=True)
-_NUM_FRAMES = flags.DEFINE_integer('num_frames', 300, 'Frames T per sample.')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object (a list with --sweep_aggregate_at).')
-_SWEEP = flags.DEFINE_bool('sweep_aggregate_at', False,
-                           'Report the bilinear model for λ = 1..L and without aggregation.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing this module (tests, other
+  # commands) never clashes with another command's flags of the same name.
+  config_flags.DEFINE_config_file('config', None, 'Configuration file.', lock_config=True)
+  flags.DEFINE_integer('num_frames', 300, 'Frames T per sample.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object (a list with --sweep_aggregate_at).')
+  flags.DEFINE_bool('sweep_aggregate_at', False,
+                    'Report the bilinear model for λ = 1..L and without aggregation.')
 
 
 def count_params(params) -> int:
@@ -87,23 +92,24 @@ def format_table(rows: list[dict]) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _CONFIG.value is None:
+  if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/cv.py')
-  model_cfg = _CONFIG.value.model
+  model_cfg = FLAGS.config.model
   try:
-    if _SWEEP.value:
-      rows = sweep_aggregate_at(model_cfg, _NUM_FRAMES.value)
+    if FLAGS.sweep_aggregate_at:
+      rows = sweep_aggregate_at(model_cfg, FLAGS.num_frames)
     else:
-      rows = [model_cost(model_cfg, _NUM_FRAMES.value)]
+      rows = [model_cost(model_cfg, FLAGS.num_frames)]
   except models.ConfigError as e:
     sys.exit(f'error: {e}')
-  if _JSON.value:
-    print(json.dumps(rows if _SWEEP.value else rows[0]))
+  if FLAGS.json:
+    print(json.dumps(rows if FLAGS.sweep_aggregate_at else rows[0]))
   else:
-    print(f'Forward pass per sample: batch 1, T={_NUM_FRAMES.value}, '
+    print(f'Forward pass per sample: batch 1, T={FLAGS.num_frames}, '
           f'M={model_cfg.num_persons}, XLA cost analysis (1 multiply-add = 2 FLOPs)')
     print(format_table(rows))
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

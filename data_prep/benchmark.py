@@ -24,6 +24,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from configs import default
 from stbln_jax import input_pipeline
@@ -31,26 +32,33 @@ from stbln_jax.data import build
 from stbln_jax.data import preprocess
 from stbln_jax.data import synthetic
 
-_WORKDIR = flags.DEFINE_string(
-    'workdir', '/tmp/stbln_data_benchmark',
-    'Holds raw-*/ (synthetic files, reused) and tfds/ (the built dataset).')
-_NUM_FILES = flags.DEFINE_integer(
-    'num_files', 1440, 'Synthetic files to build from (rounded up to whole '
-    'subjects of 72 files).')
-_FRAMES = flags.DEFINE_list('frames', ['90', '110'],
-                            'Min and max frames of a synthetic file.')
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Parsing processes (default: all cores).')
-_PARSE_SAMPLE = flags.DEFINE_integer(
-    'parse_sample', 100, 'Files parsed in this process to time the parser.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 64, 'Pipeline batch size.')
-_NUM_FRAMES = flags.DEFINE_integer('num_frames', 300, 'Padded length T.')
-_STREAMS = flags.DEFINE_list('streams', ['joint', 'bone'],
-                             'Streams to time in the pipeline.')
-_NUM_BATCHES = flags.DEFINE_integer(
-    'num_batches', 100, 'Batches timed per stream (epochs repeat as needed).')
-_WORKER_COUNT = flags.DEFINE_integer(
-    'worker_count', 0, 'Grain worker processes (0: load in this process).')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing this module never
+  # clashes with another command's flags of the same name.
+  flags.DEFINE_string(
+      'workdir', '/tmp/stbln_data_benchmark',
+      'Holds raw-*/ (synthetic files, reused) and tfds/ (the built dataset).')
+  flags.DEFINE_integer(
+      'num_files', 1440,
+      'Synthetic files to build from (rounded up to whole subjects of 72).')
+  flags.DEFINE_list('frames', ['90', '110'],
+                    'Min and max frames of a synthetic file.')
+  flags.DEFINE_integer(
+      'num_processes', None, 'Parsing processes (default: all cores).')
+  flags.DEFINE_integer(
+      'parse_sample', 100, 'Files parsed in this process to time the parser.')
+  flags.DEFINE_integer('batch_size', 64, 'Pipeline batch size.')
+  flags.DEFINE_integer('num_frames', 300, 'Padded length T.')
+  flags.DEFINE_list('streams', ['joint', 'bone'],
+                    'Streams to time in the pipeline.')
+  flags.DEFINE_integer(
+      'num_batches', 100, 'Batches timed per stream (epochs repeat as needed).')
+  flags.DEFINE_integer(
+      'worker_count', 0, 'Grain worker processes (0: load in this process).')
+
 
 _DATASET = 'ntu_rgbd/xview'
 # Files per synthetic subject: 12 actions x 3 cameras x 2 replications.
@@ -68,9 +76,9 @@ def _load() -> str:
 
 def _raw_files() -> list[pathlib.Path]:
   """The synthetic files, written on first use."""
-  subjects = math.ceil(_NUM_FILES.value / _FILES_PER_SUBJECT)
-  frames = tuple(int(f) for f in _FRAMES.value)
-  raw = (pathlib.Path(_WORKDIR.value) /
+  subjects = math.ceil(FLAGS.num_files / _FILES_PER_SUBJECT)
+  frames = tuple(int(f) for f in FLAGS.frames)
+  raw = (pathlib.Path(FLAGS.workdir) /
          f'raw-{subjects}subjects-{frames[0]}-{frames[1]}frames')
   stamp = raw / '.complete'
   if not stamp.exists():
@@ -84,13 +92,13 @@ def _raw_files() -> list[pathlib.Path]:
 
 
 def _data_dir() -> str:
-  return os.path.join(_WORKDIR.value, 'tfds')
+  return os.path.join(FLAGS.workdir, 'tfds')
 
 
 def benchmark_build() -> build.BuildSummary:
   """Times one full build; prints throughput and the CPU split."""
   files = _raw_files()
-  sample = files[:_PARSE_SAMPLE.value]
+  sample = files[:FLAGS.parse_sample]
   start = _cpu_seconds()
   for path in sample:
     preprocess.preprocess_skeleton(path)
@@ -101,9 +109,9 @@ def benchmark_build() -> build.BuildSummary:
   start = _cpu_seconds()
   summary = build.build_dataset(
       _DATASET, manual_dir=os.path.dirname(files[0]), data_dir=_data_dir(),
-      num_workers=_NUM_PROCESSES.value, overwrite=True, quiet=True)
+      num_workers=FLAGS.num_processes, overwrite=True, quiet=True)
   main_ms = (_cpu_seconds() - start) / summary.num_parsed * 1e3
-  workers = _NUM_PROCESSES.value or os.cpu_count()
+  workers = FLAGS.num_processes or os.cpu_count()
 
   print(summary.format())
   print(f'build: {summary.num_parsed} files ({size_kb:.0f} KB on average) in '
@@ -120,9 +128,9 @@ def benchmark_pipeline() -> None:
   config = default.get_config()
   config.dataset = _DATASET
   config.data_dir = _data_dir()
-  config.batch_size = _BATCH_SIZE.value
-  config.num_frames = _NUM_FRAMES.value
-  config.worker_count = _WORKER_COUNT.value
+  config.batch_size = FLAGS.batch_size
+  config.num_frames = FLAGS.num_frames
+  config.worker_count = FLAGS.worker_count
   try:
     steps = input_pipeline.steps_per_epoch(config)
   except FileNotFoundError:
@@ -131,17 +139,17 @@ def benchmark_pipeline() -> None:
   print(f'pipeline: {_DATASET} train, {steps} batches of '
         f'{config.batch_size} per epoch, T={config.num_frames}, '
         f'{config.worker_count} grain workers, load {_load()}')
-  for stream in _STREAMS.value:
+  for stream in FLAGS.streams:
     config.stream = stream
     epoch, seen, timed = 0, 0, None
-    while seen < _NUM_BATCHES.value:
+    while seen < FLAGS.num_batches:
       for batch in input_pipeline.train_batches(
           config, epoch=epoch, process_index=0, process_count=1):
         if timed is None:  # the first batch pays for start-up
           timed = time.perf_counter(), _cpu_seconds()
           continue
         seen += 1
-        if seen == _NUM_BATCHES.value:
+        if seen == FLAGS.num_batches:
           break
       epoch += 1
     wall = time.perf_counter() - timed[0]
@@ -156,6 +164,7 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in ('build', 'pipeline'):
     raise app.UsageError('usage: python -m data_prep.benchmark build|pipeline '
                          '[--flags]')
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every dataset opening
   if argv[1] == 'build':
     benchmark_build()
   else:
@@ -163,4 +172,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

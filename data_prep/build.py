@@ -19,22 +19,28 @@ from absl import logging
 
 from stbln_jax.data import build
 
-_DATA_DIR = flags.DEFINE_string(
-    'data_dir', None,
-    'Where to place datasets (default: $TFDS_DATA_DIR or '
-    '~/tensorflow_datasets).')
-_MANUAL_DIR = flags.DEFINE_string(
-    'manual_dir', None,
-    'Folder searched recursively for .skeleton files (default: '
-    '<data_dir>/downloads/manual).')
-_OVERWRITE = flags.DEFINE_bool(
-    'overwrite', False, 'Delete and rebuild a dataset that already exists.')
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None,
-    'Processes parsing .skeleton files (default: all cores).', lower_bound=1)
-_QUIET = flags.DEFINE_bool(
-    'quiet', False,
-    'No progress bars or progress logs; print only the summary.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing this module never
+  # clashes with another command's flags of the same name.
+  flags.DEFINE_string(
+      'data_dir', None,
+      'Where to place datasets (default: $TFDS_DATA_DIR or '
+      '~/tensorflow_datasets).')
+  flags.DEFINE_string(
+      'manual_dir', None,
+      'Folder searched recursively for .skeleton files (default: '
+      '<data_dir>/downloads/manual).')
+  flags.DEFINE_bool(
+      'overwrite', False, 'Delete and rebuild a dataset that already exists.')
+  flags.DEFINE_integer(
+      'num_processes', None,
+      'Processes parsing .skeleton files (default: all cores).', lower_bound=1)
+  flags.DEFINE_bool(
+      'quiet', False,
+      'No progress bars or progress logs; print only the summary.')
 
 
 def main(argv):
@@ -43,19 +49,20 @@ def main(argv):
     raise app.UsageError(
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
         'xsub, xsub120, xset120).')
-  if _QUIET.value:
+  if FLAGS.quiet:
     logging.set_verbosity(logging.ERROR)
   for name in names:
     summary = build.build_dataset(
         name,
-        manual_dir=_MANUAL_DIR.value,
-        data_dir=_DATA_DIR.value,
-        num_workers=_NUM_PROCESSES.value,
-        overwrite=_OVERWRITE.value,
-        quiet=_QUIET.value,
+        manual_dir=FLAGS.manual_dir,
+        data_dir=FLAGS.data_dir,
+        num_workers=FLAGS.num_processes,
+        overwrite=FLAGS.overwrite,
+        quiet=FLAGS.quiet,
     )
     print(summary.format(), flush=True)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -278,6 +278,60 @@ def test_no_skeleton_is_a_clear_error(ntu_samples_dir):
   assert info.value.path == str(path)
 
 
+def _full_path_preprocess(path):
+  """`preprocess_skeleton` made of the whole-file reader."""
+  return preprocess.pre_normalize(
+      preprocess.select_bodies(read_skeleton(path)))
+
+
+def test_preprocess_skeleton_is_the_full_reader_bit_for_bit(ntu_samples_dir,
+                                                           tmp_path):
+  from stbln_jax.data import synthetic
+  paths = sorted(p for p in ntu_samples_dir.glob('*.skeleton')
+                 if read_skeleton(p).body_ids)
+  paths += synthetic.write_synthetic_dataset(
+      tmp_path, num_classes=12, subjects=(1, 2), cameras=(2,),
+      replications=(2,), frames=(90, 110), seed=5)
+  assert len(paths) == 5 + 24
+  for path in paths:
+    out = preprocess.preprocess_skeleton(path)
+    want = _full_path_preprocess(path)
+    assert out.dtype == want.dtype and out.shape == want.shape, path
+    assert out.tobytes() == want.tobytes(), path
+    skeleton = read_skeleton(path)
+    assert preprocess.preprocess_skeleton(skeleton).tobytes() == out.tobytes()
+
+
+def test_select_bodies_takes_coordinates_only(ntu_samples_dir):
+  for name in ('S001C001P001R001A011', 'S001C003P008R002A058'):
+    path = ntu_samples_dir / f'{name}.skeleton'
+    skeleton = read_skeleton(path)
+    np.testing.assert_array_equal(
+        preprocess.select_bodies(skeleton_lib.read_xyz(path)),
+        preprocess.select_bodies(skeleton))
+
+
+@pytest.mark.parametrize('case', range(29))
+def test_preprocess_skeleton_rejects_the_corpus_with_file_and_line(
+    ntu_samples_dir, tmp_path, case):
+  import test_skeleton  # the malformed files of the reader's tests
+  name, data, line, reason = test_skeleton._corpus(ntu_samples_dir)[case]
+  path = tmp_path / 'broken.skeleton'
+  path.write_bytes(data)
+  with pytest.raises(skeleton_lib.SkeletonFormatError) as full:
+    read_skeleton(path)
+  with pytest.raises(skeleton_lib.SkeletonFormatError) as info:
+    preprocess.preprocess_skeleton(path)
+  error = info.value
+  assert not isinstance(error, preprocess.NoSkeletonError), name
+  assert error.path == str(path) and isinstance(error.line, int), name
+  if line is not None:
+    assert error.line == line, (name, str(error))
+  assert reason in error.reason, (name, str(error))
+  assert (error.line, error.reason) == (full.value.line, full.value.reason)
+  assert str(error).startswith(f'{path}:{error.line}: ')
+
+
 # ---- Length and streams ------------------------------------------------------
 
 def test_pad_or_crop_repeats_crops_and_fills_empty():
@@ -306,6 +360,11 @@ def test_bones_are_child_minus_parent():
     np.testing.assert_array_equal(bone[..., child - 1, :],
                                   x[..., child - 1, :] - x[..., parent - 1, :])
   assert not bone[..., CENTRE, :].any()
+  # The same numbers as indexing the parents directly.
+  parents = np.arange(V)
+  for child, parent in preprocess.NTU_BONES_1BASED:
+    parents[child - 1] = parent - 1
+  assert bone.tobytes() == (x - x[..., parents, :]).tobytes()
 
 
 def test_motion_is_next_minus_current_with_last_frame_zero():

@@ -289,6 +289,126 @@ def test_missing_file_is_a_format_error(tmp_path):
     read_skeleton(tmp_path / 'nope.skeleton')
 
 
+# ---- Coordinates only (read_xyz) ---------------------------------------------
+
+def _assert_same_xyz(quick, skeleton):
+  """`quick` (a SkeletonXyz) holds exactly `skeleton`'s rows, bit for bit."""
+  rows = skeleton.rows
+  assert quick.path == skeleton.path
+  assert quick.num_frames == skeleton.num_frames
+  for got, want in ((quick.frame_index, rows.frame_index),
+                    (quick.body_ids, rows.body_ids),
+                    (quick.xyz, np.ascontiguousarray(rows.xyz))):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize('name', sorted(REAL))
+def test_read_xyz_is_read_skeleton_bit_for_bit_on_real_files(
+    ntu_samples_dir, name):
+  path = ntu_samples_dir / f'{name}.skeleton'
+  # The quick checks accept every real file (no detour through the full read).
+  quick = skeleton_lib._quick_xyz(str(path), path.read_bytes())
+  assert quick is not None
+  skeleton = read_skeleton(path)
+  _assert_same_xyz(quick, skeleton)
+  _assert_same_xyz(skeleton_lib.read_xyz(path), skeleton)
+
+
+def test_read_xyz_is_read_skeleton_bit_for_bit_on_synthetic_files(tmp_path):
+  from stbln_jax.data import synthetic
+  paths = synthetic.write_synthetic_dataset(
+      tmp_path, num_classes=12, subjects=(1, 2), cameras=(1,),
+      replications=(1,), frames=(90, 110), seed=3)
+  assert any(len(read_skeleton(p).body_ids) == 2 for p in paths)
+  for path in paths:
+    quick = skeleton_lib._quick_xyz(str(path), path.read_bytes())
+    assert quick is not None, path
+    _assert_same_xyz(quick, read_skeleton(path))
+
+
+def _small_file(x='0.5', tracking='2', body_id='7'):
+  body = (f'{body_id} 0 1 1 1 1 0 0.5 -0.25 2\n25\n' + ''.join(
+      f'{x if j == 3 else f"{j}.5"} -{j}.25 3.{j} 100 200 300 400 1 0 0 0 '
+      f'{tracking}\n' for j in range(25)))
+  return ('3\n1\n' + body + '0\n2\n' + body.replace(f'{body_id} ', '8 ', 1)
+          + body).encode()
+
+
+@pytest.mark.parametrize('x', ['6.026204E-05', '-7.3e+02', '12345678901234567',
+                               '-.5', '5.', '007', '-0', '0.0000000000001'])
+def test_read_xyz_decodes_every_number_form(tmp_path, x):
+  path = tmp_path / 'forms.skeleton'
+  path.write_bytes(_small_file(x=x))
+  quick = skeleton_lib._quick_xyz(str(path), path.read_bytes())
+  assert quick is not None
+  skeleton = read_skeleton(path)
+  _assert_same_xyz(quick, skeleton)
+  assert quick.xyz[0, 3, 0] == np.float32(float(x))
+
+
+@pytest.mark.parametrize('case', range(29))
+def test_read_xyz_rejects_the_corpus_like_read_skeleton(ntu_samples_dir,
+                                                        tmp_path, case):
+  name, data, _, _ = _corpus(ntu_samples_dir)[case]
+  path = tmp_path / 'broken.skeleton'
+  path.write_bytes(data)
+  with pytest.raises(SkeletonFormatError) as full:
+    read_skeleton(path)
+  if data:  # the quick checks themselves turn the file down
+    assert skeleton_lib._quick_xyz(str(path), data) is None, name
+  with pytest.raises(SkeletonFormatError) as quick:
+    skeleton_lib.read_xyz(path)
+  assert (quick.value.path, quick.value.line, quick.value.reason) == (
+      full.value.path, full.value.line, full.value.reason), name
+
+
+def test_read_xyz_agrees_with_read_skeleton_on_mutated_files(tmp_path):
+  """Any one byte of a small file replaced by a byte that numbers, counts or
+  lines are made of: `read_xyz` accepts exactly the files `read_skeleton`
+  accepts, with the same numbers, and fails with the same error otherwise."""
+  data = _small_file()
+  assert skeleton_lib._quick_xyz('x', data) is not None
+  path = tmp_path / 'mutated.skeleton'
+  rng = np.random.default_rng(0)
+  positions = rng.choice(len(data), 400, replace=False)
+  replacements = b'0123456789.-+eE \t\n\rx'
+  accepted = rejected = 0
+  for pos in positions.tolist():
+    for new in rng.choice(list(replacements), 3, replace=False).tolist():
+      mutated = data[:pos] + bytes([new]) + data[pos + 1:]
+      path.write_bytes(mutated)
+      try:
+        skeleton = read_skeleton(path)
+      except SkeletonFormatError as e:
+        rejected += 1
+        with pytest.raises(SkeletonFormatError) as info:
+          skeleton_lib.read_xyz(path)
+        assert (info.value.line, info.value.reason) == (e.line, e.reason)
+        assert skeleton_lib._quick_xyz(str(path), mutated) is None, mutated
+      else:
+        accepted += 1
+        _assert_same_xyz(skeleton_lib.read_xyz(path), skeleton)
+  assert accepted > 100 and rejected > 100
+
+
+def test_decode_numbers_is_float_exactly():
+  rng = np.random.default_rng(1)
+  values = rng.standard_normal(4000) * 10.0 ** rng.integers(-3, 6, 4000)
+  texts = [f'{v:.{p}f}' for v, p in zip(values, rng.integers(0, 7, 4000))]
+  texts += ['0', '-0', '.5', '-.5', '5.', '-5.', '123456789012345',
+            '1234567.8901234', '-.00000000000001', '999999999999999']
+  data = b' '.join(t.encode() for t in texts)
+  tokens = skeleton_lib._Tokens('x', data)
+  words = skeleton_lib._aligned_words(np.frombuffer(tokens.padded, np.uint8))
+  values, short = skeleton_lib._decode_numbers(
+      words, np.frombuffer(tokens.padded, np.uint8), tokens.starts,
+      tokens.ends)
+  assert short.all()
+  want = np.array([float(t) for t in texts])
+  assert values.tobytes() == want.tobytes()
+
+
 # ---- Sample names ------------------------------------------------------------
 
 def test_parse_sample_name():

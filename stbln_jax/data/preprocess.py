@@ -65,7 +65,7 @@ def _motion_energy(track: np.ndarray) -> float:
   return float(sum(coords[:, :, c].std() for c in range(3)))
 
 
-def select_bodies(skeleton: skeleton_lib.Skeleton,
+def select_bodies(skeleton: skeleton_lib.Skeleton | skeleton_lib.SkeletonXyz,
                   max_bodies: int = NUM_PERSONS) -> np.ndarray:
   """The `max_bodies` most moving bodies of a file, as persons.
 
@@ -77,14 +77,22 @@ def select_bodies(skeleton: skeleton_lib.Skeleton,
   fourth, bodies are grouped by their tracking ID, so a person stays one
   person when the order of bodies in a frame changes.
 
+  Args:
+    skeleton: a parsed file, whole (`read_skeleton`) or its coordinates only
+      (`read_xyz`).
+
   Returns:
     float32 (T, max_bodies, 25, 3) with T = `skeleton.num_frames`.
   """
-  rows = skeleton.rows
+  rows = (skeleton.rows if isinstance(skeleton, skeleton_lib.Skeleton)
+          else skeleton)
   out = np.zeros((skeleton.num_frames, max_bodies, NUM_JOINTS, 3), np.float32)
-  if len(rows.body_ids) == 0:
+  if len(rows.body_ids) == 0 or max_bodies == 0:
     return out
   ids, first = np.unique(rows.body_ids, return_index=True)
+  if len(ids) == 1:  # most files: nothing to rank
+    out[rows.frame_index, 0] = rows.xyz
+    return out
   ids = ids[np.argsort(first, kind='stable')]
   tracks = np.zeros((len(ids), skeleton.num_frames, NUM_JOINTS, 3),
                     np.float32)
@@ -211,6 +219,9 @@ def preprocess_skeleton(
 ) -> np.ndarray:
   """The builder's preprocessing: read, `select_bodies`, `pre_normalize`.
 
+  A path is read with `read_xyz`, which checks the whole file like
+  `read_skeleton` but decodes only what the result depends on.
+
   Args:
     skeleton_or_path: a parsed `Skeleton` or the path of a `.skeleton` file.
 
@@ -222,10 +233,10 @@ def preprocess_skeleton(
     NoSkeletonError: no frame holds a (non-zero) body.
   """
   if isinstance(skeleton_or_path, skeleton_lib.Skeleton):
-    skeleton = skeleton_or_path
+    skeleton = skeleton_lib.SkeletonXyz.from_skeleton(skeleton_or_path)
   else:
-    skeleton = skeleton_lib.read_skeleton(skeleton_or_path)
-  if len(skeleton.rows.body_ids) == 0:
+    skeleton = skeleton_lib.read_xyz(skeleton_or_path)
+  if len(skeleton.body_ids) == 0:
     raise NoSkeletonError(
         skeleton.path, None,
         f'no body in any of its {skeleton.num_frames} frames')
@@ -262,7 +273,8 @@ def to_bone(x: np.ndarray) -> np.ndarray:
   """Bones (..., T, M, V, C): bone[child] = joint[child] - joint[parent] for
   `NTU_BONES_1BASED`; the centre joint 21's bone is zero."""
   x = np.asarray(x)
-  return x - x[..., _PARENT, :]
+  # `take` gives the same array as x[..., _PARENT, :], about 3x faster.
+  return x - np.take(x, _PARENT, axis=-2)
 
 
 def to_motion(x: np.ndarray) -> np.ndarray:

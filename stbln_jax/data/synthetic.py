@@ -8,13 +8,20 @@ quaternions), so the same reader, builder, splits and class names apply.
 
 What varies, and why:
   * Actions (`SYNTHETIC_ACTIONS`) differ by how the body moves over time, not
-    by a static pose: sit down / stand up and walking towards / apart are the
-    same paths in opposite temporal order; waving, clapping, kicking, jumping,
-    hopping and throwing move different limbs with different rhythms; four
-    are two-person interactions (handshake, push, walking towards / apart).
+    by a static pose. They come in groups that visit the same poses for the
+    same share of the time and differ only in order, rhythm or who moves
+    when, so the time-averaged pose tells the group and not the action:
+    sitting down / standing up / picking up (one way, the other way, down and
+    up); drinking / eating / brushing teeth / coughing (the hand held at the
+    mouth, raised again and again, scrubbing, or the torso rocking);
+    handshaking / giving something / punching, two-person interactions (both
+    reach at once and pump, one reaches after the other, quick jabs fended
+    off); putting on / taking off a cap (slow up and quick down, or the
+    reverse).
   * Subjects have their own height and bone lengths.
   * A performance (setup, subject, replication, action) has its own length,
-    speed, amplitude, number of cycles and phase; like NTU, the three cameras
+    idle frames before and after, speed profile (faster early or late),
+    amplitude, number of repetitions and phase; like NTU, the three cameras
     record the same performance, each starting and stopping a few frames
     apart, with its own sensor noise.
   * Cameras 1, 2, 3 look from 0, +45 and -45 degrees about the vertical axis
@@ -193,6 +200,13 @@ def _plant_feet(pose, body: _Body):
 
 
 # ---- Motions -----------------------------------------------------------------
+#
+# Every action is a few limbs driven by activations a(u) in [0, 1] over the
+# action's progress u; a pose function turns the activations into joint
+# angles. Actions come in groups that share one pose function and differ only
+# in the timing of the activations: played backwards, repeated, or which limb
+# (or person) moves when. Within a group the activations spend the same time
+# at every level, so the time-averaged pose says which group, not which action.
 
 def _smooth(u):
   """Smoothstep on [0, 1], clipped outside."""
@@ -211,106 +225,122 @@ def _bump(u, start, stop):
   return _window(u, start, mid) - _window(u, mid, stop)
 
 
+def _gesture(u, start, rise, hold, fall):
+  """0 -> 1 over `rise`, held for `hold`, 1 -> 0 over `fall`, from `start`."""
+  top = start + rise
+  return _window(u, start, top) - _window(u, top + hold, top + hold + fall)
+
+
+def _repeated(u, times, gesture):
+  """`gesture` (a function of v in [0, 1]) done `times` times in a row: each
+  repetition is faster, the time spent at each level is the same."""
+  v = np.clip(u, 0.0, 1.0) * times
+  return gesture(np.minimum(v - np.floor(v), 1.0) * (v < times))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Style:
   """How one performance goes: amplitude, rhythm and timing."""
   amplitude: float  # scales the excursions (about 0.8-1.2)
-  cycles: int       # repetitions of periodic motions
-  phase: float      # start phase of periodic motions (radians)
+  cycles: int       # repetitions of repeated gestures, less 1 (1 or 2)
+  phase: float      # start phase of oscillations (radians)
   side: float       # +1 / -1: which way a free choice goes
 
 
-def _sit_down(u, body, style):
-  pose = _neutral_pose(len(u))
-  s = _window(u, 0.1, 0.85)
-  pose['r_hip'] = pose['l_hip'] = 1.45 * s
-  pose['r_knee'] = pose['l_knee'] = 1.5 * s
-  pose['torso_pitch'] = 0.05 + 0.45 * style.amplitude * _bump(u, 0.1, 0.9)
-  pose['l_pitch'] = pose['r_pitch'] = 0.12 + 0.5 * s * style.amplitude
+# Squatting: sit down, stand up and pick up visit the same poses.
+
+def _squat_pose(a, body, style):
+  """Knees and hips bent by a (0 standing, 1 seated or crouched); the torso
+  leans forward most on the way, and the arms come forward for balance."""
+  pose = _neutral_pose(len(a))
+  depth = 0.85 + 0.15 * style.amplitude
+  pose['r_hip'] = pose['l_hip'] = 1.45 * depth * a
+  pose['r_knee'] = pose['l_knee'] = 1.5 * depth * a
+  pose['torso_pitch'] = 0.05 + 1.6 * style.amplitude * a * (1 - a)
+  pose['l_pitch'] = pose['r_pitch'] = 0.12 + 0.5 * a * style.amplitude
   _plant_feet(pose, body)
-  return [pose]
+  return pose
+
+
+def _sit_down(u, body, style):
+  return [_squat_pose(_window(u, 0.25, 0.75), body, style)]
 
 
 def _stand_up(u, body, style):
   return _sit_down(1.0 - u, body, style)
 
 
-def _hand_waving(u, body, style):
-  pose = _neutral_pose(len(u))
-  raised = _window(u, 0.05, 0.25) - _window(u, 0.8, 0.97)
-  pose['r_pitch'] = 0.12 + 1.55 * raised
-  pose['r_elbow'] = 0.2 + 1.2 * raised
-  swing = np.sin(2 * np.pi * (style.cycles + 1) * u + style.phase)
-  pose['r_yaw'] = np.pi / 2 - 0.25 * raised + 0.45 * style.amplitude * (
-      raised * swing)
+def _pick_up(u, body, style):
+  """Down and up again. As long in each pose as sitting down, counting the
+  idle frames: a standing and a crouched end, against two standing ends."""
+  return [_squat_pose(_gesture(u, 0.0625, 0.25, 0.375, 0.25), body, style)]
+
+
+# Right hand to the mouth: drinking, eating, brushing teeth, coughing.
+
+def _hand_to_mouth(a, style, scrub=0.0, jerk=0.0):
+  """The right hand raised to the mouth by a; `scrub` turns it side to side
+  there (radians), `jerk` bends the torso (radians)."""
+  pose = _neutral_pose(len(a))
+  pose['r_pitch'] = 0.12 + (0.75 + 0.1 * style.amplitude) * a
+  pose['r_yaw'] = np.pi / 2 - 1.2 * a + scrub
+  pose['r_elbow'] = 0.2 + 2.0 * a
+  pose['torso_pitch'] = pose['torso_pitch'] + jerk
+  return pose
+
+
+def _to_mouth(u):
+  return _gesture(u, 0.1, 0.2, 0.4, 0.2)
+
+
+def _drink_water(u, body, style):
+  return [_hand_to_mouth(_to_mouth(u), style)]
+
+
+def _eat_meal(u, body, style):
+  return [_hand_to_mouth(_repeated(u, style.cycles + 1, _to_mouth), style)]
+
+
+def _brush_teeth(u, body, style):
+  """Hand at the mouth, scrubbing round and round (side to side and up and
+  down), the shoulders twisting a little with each stroke."""
+  a = _to_mouth(u)
+  at_mouth = 0.6 * style.amplitude * _window(a, 0.8, 1.0)
+  turn = 2 * np.pi * (3 + style.cycles) * u + style.phase
+  pose = _hand_to_mouth(a, style, scrub=at_mouth * np.sin(turn))
+  pose['r_elbow'] = pose['r_elbow'] + 0.8 * at_mouth * np.cos(turn)
+  pose['yaw'] = pose['yaw'] + 0.25 * at_mouth * np.sin(turn)
   return [pose]
 
 
-def _clapping(u, body, style):
-  pose = _neutral_pose(len(u))
-  raised = _window(u, 0.05, 0.2) - _window(u, 0.85, 0.98)
-  claps = 0.5 - 0.5 * np.cos(2 * np.pi * (style.cycles + 2) * u + style.phase)
+def _cough(u, body, style):
+  """Hand at the mouth, the torso rocking forward and back with each cough."""
+  a = _to_mouth(u)
+  coughs = np.sin(2 * np.pi * (style.cycles + 1) * _window(u, 0.3, 0.7))
+  return [_hand_to_mouth(a, style, jerk=0.3 * style.amplitude * coughs)]
+
+
+# Both hands to the top of the head: putting on and taking off a cap.
+
+def _hands_to_head(a, style):
+  pose = _neutral_pose(len(a))
   for arm in ('l', 'r'):
-    pose[f'{arm}_pitch'] = 0.12 + 1.1 * raised
-    pose[f'{arm}_elbow'] = 0.2 + 0.5 * raised
-    pose[f'{arm}_yaw'] = np.pi / 2 + raised * (
-        -np.pi / 2 - 0.25 + 0.6 * style.amplitude * claps)
-  return [pose]
+    pose[f'{arm}_pitch'] = 0.12 + (2.2 + 0.2 * style.amplitude) * a
+    pose[f'{arm}_yaw'] = np.pi / 2 - 0.7 * a
+    pose[f'{arm}_elbow'] = 0.2 + 1.7 * a
+  return pose
 
 
-def _kicking(u, body, style):
-  pose = _neutral_pose(len(u))
-  windup = _bump(u, 0.2, 0.5)
-  kick = _bump(u, 0.4, 0.75)
-  pose['r_hip'] = -0.35 * windup + 1.3 * style.amplitude * kick
-  pose['r_knee'] = 1.1 * windup + 0.3 * kick
-  pose['torso_pitch'] = 0.05 - 0.2 * kick
-  pose['l_pitch'] = 0.12 + 0.6 * kick
-  return [pose]
+def _put_on_cap(u, body, style):
+  """Slowly up with the cap, pull it on, hands down quickly."""
+  return [_hands_to_head(_gesture(u, 0.1, 0.4, 0.2, 0.15), style)]
 
 
-def _jump_up(u, body, style):
-  pose = _neutral_pose(len(u))
-  crouch = _bump(u, 0.1, 0.45) + _bump(u, 0.65, 0.95)
-  pose['r_hip'] = pose['l_hip'] = 0.8 * crouch
-  pose['r_knee'] = pose['l_knee'] = 1.3 * crouch
-  pose['torso_pitch'] = 0.05 + 0.4 * crouch
-  _plant_feet(pose, body)
-  flight = np.clip((u - 0.4) / 0.3, 0.0, 1.0)
-  pose['root_y'] = pose['root_y'] + 0.35 * style.amplitude * 4 * flight * (
-      1 - flight)
-  arms = 0.12 + 2.2 * _bump(u, 0.3, 0.8) - 0.4 * crouch
-  pose['l_pitch'] = pose['r_pitch'] = arms
-  pose['l_yaw'] = pose['r_yaw'] = np.pi / 2 - 1.0 * _bump(u, 0.3, 0.8)
-  return [pose]
+def _take_off_cap(u, body, style):
+  return _put_on_cap(1.0 - u, body, style)
 
 
-def _hopping(u, body, style):
-  pose = _neutral_pose(len(u))
-  lifted = _window(u, 0.02, 0.12) - _window(u, 0.9, 0.99)
-  pose['l_hip'] = 0.5 * lifted
-  pose['l_knee'] = 1.4 * lifted
-  hops = np.abs(np.sin(np.pi * (style.cycles + 2) * u + style.phase))
-  pose['r_knee'] = 0.35 * lifted * (1 - hops)
-  pose['r_hip'] = 0.2 * lifted * (1 - hops)
-  _plant_feet(pose, body)
-  pose['root_y'] = pose['root_y'] + 0.12 * style.amplitude * lifted * hops
-  pose['l_pitch'] = pose['r_pitch'] = 0.12 + 0.5 * lifted
-  return [pose]
-
-
-def _throw(u, body, style):
-  pose = _neutral_pose(len(u))
-  back = _window(u, 0.15, 0.5) - _window(u, 0.5, 0.6)
-  throw = _window(u, 0.5, 0.62) - _window(u, 0.7, 0.95)
-  # Wind up: arm up and behind with the elbow bent; then whip forward.
-  pose['r_pitch'] = 0.12 + 2.3 * back + 1.6 * style.amplitude * throw
-  pose['r_yaw'] = np.pi / 2 - 0.3 * back - 1.2 * throw
-  pose['r_elbow'] = 0.2 + 1.6 * back + 0.1 * throw
-  pose['torso_pitch'] = 0.05 - 0.15 * back + 0.35 * throw
-  pose['yaw'] = 0.35 * back - 0.3 * throw
-  return [pose]
-
+# Two persons facing each other, right arms reaching towards the other.
 
 def _facing_pair(u, gap):
   """Two neutral poses facing each other `gap` metres apart (T,) along x."""
@@ -320,58 +350,49 @@ def _facing_pair(u, gap):
   return a, b
 
 
-def _handshaking(u, body, style):
-  a, b = _facing_pair(u, 0.95 * np.ones_like(u))
-  reach = _window(u, 0.1, 0.3) - _window(u, 0.75, 0.95)
-  shake = np.sin(2 * np.pi * (style.cycles + 2) * u + style.phase)
-  for p in (a, b):
-    p['r_pitch'] = 0.12 + 1.0 * reach + 0.2 * style.amplitude * reach * shake
-    p['r_yaw'] = np.pi / 2 - (np.pi / 2 + 0.3) * reach
-    p['r_elbow'] = 0.2 + 0.3 * reach
-  return [a, b]
+def _reach(pose, a, style, shake=0.0):
+  """The right arm reaches forward towards the partner by a."""
+  pose['r_pitch'] = 0.12 + (1.0 + 0.1 * style.amplitude) * a + shake
+  pose['r_yaw'] = np.pi / 2 - (np.pi / 2 + 0.25) * a
+  pose['r_elbow'] = 0.2 + 0.35 * a + 1.5 * shake
 
 
-def _pushing(u, body, style):
-  step_back = 0.5 * style.amplitude * _window(u, 0.45, 0.75)
-  a, b = _facing_pair(u, 1.0 + step_back)
-  push = _window(u, 0.3, 0.5) - _window(u, 0.6, 0.9)
-  # a steps in and shoves with both arms; b is knocked back, arms up.
-  a['pos_x'] = a['pos_x'] + 0.25 * _window(u, 0.3, 0.5)
-  for arm in ('l', 'r'):
-    a[f'{arm}_pitch'] = 0.12 + 1.35 * push
-    a[f'{arm}_yaw'] = np.pi / 2 - (np.pi / 2) * push
-    a[f'{arm}_elbow'] = 0.2 + 1.2 * _bump(u, 0.25, 0.45)
-    b[f'{arm}_pitch'] = 0.12 + 0.9 * _bump(u, 0.45, 0.85)
-  a['torso_pitch'] = 0.05 + 0.3 * push
-  b['torso_pitch'] = 0.05 - 0.35 * _bump(u, 0.4, 0.8)
-  return [a, b]
-
-
-def _walking(u, gap, style, facing_out):
+def _pair_reaching(u, style, first, second, shake=None):
+  gap = np.full(len(u), 0.95 + 0.15 * (style.amplitude - 1.0))
   a, b = _facing_pair(u, gap)
-  if facing_out:
-    a['yaw'], b['yaw'] = -a['yaw'], -b['yaw']
-  stride = np.sin(2 * np.pi * (style.cycles + 2) * u + style.phase)
-  moving = _window(u, 0.0, 0.1) - _window(u, 0.9, 1.0)
-  for p, sign in ((a, 1.0), (b, -1.0)):
-    swing = 0.45 * style.amplitude * moving * stride * sign
-    p['l_hip'], p['r_hip'] = np.maximum(swing, 0.0), np.maximum(-swing, 0.0)
-    p['l_knee'] = 0.6 * np.maximum(-swing, 0.0) + 0.1 * moving
-    p['r_knee'] = 0.6 * np.maximum(swing, 0.0) + 0.1 * moving
-    p['l_pitch'] = 0.12 + 0.4 * np.maximum(-swing, 0.0)
-    p['r_pitch'] = 0.12 + 0.4 * np.maximum(swing, 0.0)
-    p['root_y'] = p['root_y'] - 0.03 * moving * np.abs(stride)
+  _reach(a, first, style, 0.0 if shake is None else shake)
+  _reach(b, second, style, 0.0 if shake is None else shake)
+  if shake is not None:  # the upper bodies bob with the pumping hands
+    a['torso_pitch'] = a['torso_pitch'] + 0.5 * shake
+    b['torso_pitch'] = b['torso_pitch'] + 0.5 * shake
   return [a, b]
 
 
-def _walking_towards(u, body, style):
-  gap = 3.0 - 2.0 * _window(u, 0.02, 0.98)
-  return _walking(u, gap, style, facing_out=False)
+def _offer(u):
+  return _gesture(u, 0.0, 0.15, 0.3, 0.15)
 
 
-def _walking_apart(u, body, style):
-  gap = 1.0 + 2.0 * _window(u, 0.02, 0.98)
-  return _walking(u, gap, style, facing_out=True)
+def _shaking_hands(u, body, style):
+  """Both reach at once and shake: the hands go up and down together."""
+  a = _offer(u - 0.2)
+  shake = 0.35 * style.amplitude * _window(a, 0.8, 1.0) * np.sin(
+      2 * np.pi * (style.cycles + 3) * u + style.phase)
+  return _pair_reaching(u, style, a, a, shake)
+
+
+def _giving_object(u, body, style):
+  """One offers, the other takes while it is held out, then both let go."""
+  return _pair_reaching(u, style, _offer(u - 0.05), _offer(u - 0.35))
+
+
+def _punching(u, body, style):
+  """Quick jabs while the other holds a forearm up to fend them off and
+  rocks back with each (about its own stance: the mean arm-out time of a
+  jab is 0.45)."""
+  jabs = _repeated(u, style.cycles + 2, _offer)
+  a, b = _pair_reaching(u, style, jabs, _offer(u - 0.2))
+  b['torso_pitch'] = b['torso_pitch'] - 0.3 * style.amplitude * (jabs - 0.45)
+  return [a, b]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,19 +413,22 @@ class SyntheticAction:
 
 # Class k of the generator is SYNTHETIC_ACTIONS[k]; file names carry its NTU
 # id, so the builder's label is ntu_action - 1 and NTU's class names apply.
+# The first ten (the default) are three groups of 3, 4 and 3 actions that
+# share their poses; the last two are a third such group.
 SYNTHETIC_ACTIONS = (
-    SyntheticAction('sit down', 8, 1, _sit_down),
-    SyntheticAction('stand up (from sitting position)', 9, 1, _stand_up),
-    SyntheticAction('hand waving', 23, 1, _hand_waving),
-    SyntheticAction('clapping', 10, 1, _clapping),
-    SyntheticAction('kicking something', 24, 1, _kicking),
-    SyntheticAction('jump up', 27, 1, _jump_up),
-    SyntheticAction('shaking hands', 58, 2, _handshaking),
-    SyntheticAction('pushing other person', 52, 2, _pushing),
-    SyntheticAction('walking towards each other', 59, 2, _walking_towards),
-    SyntheticAction('walking apart from each other', 60, 2, _walking_apart),
-    SyntheticAction('hopping (one foot jumping)', 26, 1, _hopping),
-    SyntheticAction('throw', 7, 1, _throw),
+    SyntheticAction('sitting down', 8, 1, _sit_down),
+    SyntheticAction('standing up (from sitting position)', 9, 1, _stand_up),
+    SyntheticAction('pickup', 6, 1, _pick_up),
+    SyntheticAction('drink water', 1, 1, _drink_water),
+    SyntheticAction('eat meal/snack', 2, 1, _eat_meal),
+    SyntheticAction('brushing teeth', 3, 1, _brush_teeth),
+    SyntheticAction('sneeze/cough', 41, 1, _cough),
+    SyntheticAction('handshaking', 58, 2, _shaking_hands),
+    SyntheticAction('giving something to other person', 56, 2,
+                    _giving_object),
+    SyntheticAction('punching/slapping other person', 50, 2, _punching),
+    SyntheticAction('put on a hat/cap', 20, 1, _put_on_cap),
+    SyntheticAction('take off a hat/cap', 21, 1, _take_off_cap),
 )
 
 
@@ -494,11 +518,13 @@ def generate_sequence(label: int, *, subject: int = 1, camera: int = 1,
   perf = _rng(seed, 1, setup, subject, replication, label)
   length = int(perf.integers(frames[0], frames[1] + 1))
   style = _Style(amplitude=perf.uniform(0.75, 1.25),
-                 cycles=int(perf.integers(0, 3)),
+                 cycles=int(perf.integers(1, 3)),
                  phase=perf.uniform(-0.6, 0.6),
                  side=float(perf.choice([-1.0, 1.0])))
-  # Speed: the action fills a random part of the performance.
-  start, stop = perf.uniform(0.0, 0.15), perf.uniform(0.85, 1.0)
+  # Speed: the action fills a random part of the performance (idle before
+  # and after), and goes faster early or late (a smooth time warp).
+  start, stop = perf.uniform(0.0, 0.2), perf.uniform(0.8, 1.0)
+  warp = perf.uniform(-0.5, 0.5)
   facing = _REPLICATION_YAW_DEG * (1 if replication % 2 else -1)
   facing += perf.uniform(-8.0, 8.0)
   bodies = [_Body.of_subject(_rng(seed, 2, subject))]
@@ -510,6 +536,7 @@ def generate_sequence(label: int, *, subject: int = 1, camera: int = 1,
   offset = int(rec.integers(-2, 3))
   t = (np.arange(num_frames) + offset) / max(length - 1, 1)
   u = np.clip((t - start) / (stop - start), 0.0, 1.0)
+  u = u + warp * u * (1.0 - u)
   poses = action.motion(u, bodies[0], style)
   for p, pose in enumerate(poses):
     _add_habits(pose, _rng(seed, 5, subject if p == 0 else 1000 + subject))

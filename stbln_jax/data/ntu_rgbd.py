@@ -289,7 +289,7 @@ def _parse_here(path: str):
     return path, None, skip_reason(e)
 
 
-def parse_files(paths: Sequence[str], pool=None, chunk_size: int = 8,
+def parse_files(paths: Sequence[str], pool=None, chunk_size: int = 32,
                 window: int = 4,
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
   """Yields (path, skeleton, None) or (path, None, reason), in path order.

@@ -14,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from stbln_jax import hostmem
 from stbln_jax import train
 
 FLAGS = flags.FLAGS
@@ -33,6 +34,7 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  hostmem.retain_freed_memory()
   train.show_only_own_info_logs()
   if FLAGS.multihost:
     jax.distributed.initialize()

@@ -77,7 +77,34 @@ def spatial_mix(h: Array, u: Array, w: Array) -> Array:
   z = jnp.dot(u.reshape(p * v_out, v_in), h_nodes_first).reshape(p, v_out, *lead, c_in)
   n = len(lead)
   z = jnp.transpose(z, (*range(2, 2 + n), 1, 0, 2 + n)).reshape(*lead, v_out, p * c_in)
-  return jnp.dot(z, w.reshape(p * c_in, c_out))
+  return rows_matmul(z, w.reshape(p * c_in, c_out))
+
+
+@jax.custom_vjp
+def rows_matmul(x: Array, w: Array) -> Array:
+  """x · w over x's last axis, (..., K) · (K, D) → (..., D), with a layout-friendly kernel gradient.
+
+  The gradients are the usual ones; dL/dw is computed as (dyᵀ · x)ᵀ, which XLA's CPU
+  backend runs on x and dy as they lie in memory, where its own form (xᵀ · dy)
+  makes it write a transposed copy of dy (BENCHMARKS.md).
+  """
+  return jnp.dot(x, w)
+
+
+def _rows_matmul_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
+
+
+def _rows_matmul_bwd(residuals, dy):
+  x, w = residuals
+  k, d = w.shape
+  x2, dy2 = x.reshape(-1, k), dy.reshape(-1, d)
+  dx = jnp.dot(dy, w.T)
+  dw = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
+  return dx, dw.astype(w.dtype)
+
+
+rows_matmul.defvjp(_rows_matmul_fwd, _rows_matmul_bwd)
 
 
 # ---- Initialisers -----------------------------------------------------------------

@@ -18,6 +18,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from stbln_jax import hostmem
 from stbln_jax import metrics
 from stbln_jax import models
 from stbln_jax import train
@@ -81,6 +82,7 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   if len(argv) < 2:
     raise app.UsageError('name one or more .skeleton files')
+  hostmem.retain_freed_memory()
   train.show_only_own_info_logs()
   failed = run(FLAGS.workdir, argv[1:], top_k=FLAGS.top_k,
                checkpoint_step=FLAGS.checkpoint_step)

@@ -1,5 +1,7 @@
-"""The benchmark, bfloat16 compute, and the temporal convolution's own gradient."""
+"""The benchmark, bfloat16 compute, the temporal convolutions and host memory."""
 
+import os
+import platform
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from stbln_jax import benchmark
+from stbln_jax import mixers
 from stbln_jax import models
 
 
@@ -52,21 +55,63 @@ def test_bfloat16_logits_agree_with_float32_and_parameters_stay_float32():
   assert not np.array_equal(low, ref)  # the bf16 path really computes in bf16
 
 
-@pytest.mark.parametrize('stride', [1, 2])
-def test_dots_temporal_conv_matches_xla_convolution_in_value_and_gradient(stride):
-  x = jax.random.normal(jax.random.key(0), (2, 11, 3, 4))
-  kernel = jax.random.normal(jax.random.key(1), (9, 1, 4, 5))
-  target = jax.random.normal(jax.random.key(2), (2, (11 - 1) // stride + 1, 3, 5))
+# (frames, kernel taps, stride): odd and even kernels, strides 1-3, clips shorter than
+# the kernel (the deepest layers of a short clip) and frame counts not divisible by s.
+_CONV_CASES = [(11, 9, 1), (11, 9, 2), (12, 9, 2), (17, 9, 3), (3, 9, 1), (4, 9, 2),
+               (10, 4, 2), (7, 1, 1)]
+
+
+@pytest.mark.parametrize('impl', ['dots', 'fft'])
+@pytest.mark.parametrize('frames,taps,stride', _CONV_CASES)
+def test_temporal_conv_matches_xla_convolution_in_value_and_gradient(impl, frames, taps, stride):
+  x = jax.random.normal(jax.random.key(0), (2, frames, 3, 4))
+  kernel = jax.random.normal(jax.random.key(1), (taps, 1, 4, 5))
+  target = jax.random.normal(jax.random.key(2), (2, (frames - 1) // stride + 1, 3, 5))
 
   def loss(x, kernel, impl):
     return jnp.sum((models.temporal_conv(x, kernel, stride, impl) - target) ** 2)
 
   y_xla = models.temporal_conv(x, kernel, stride, 'xla')
-  y_dots = models.temporal_conv(x, kernel, stride, 'dots')
-  assert y_xla.shape == target.shape
-  np.testing.assert_allclose(y_dots, y_xla, rtol=1e-5, atol=1e-5)
+  y = models.temporal_conv(x, kernel, stride, impl)
+  assert y_xla.shape == target.shape == y.shape
+  np.testing.assert_allclose(y, y_xla, rtol=1e-5, atol=1e-5)
   g_xla = jax.grad(loss, (0, 1))(x, kernel, 'xla')
-  g_dots = jax.grad(loss, (0, 1))(x, kernel, 'dots')
-  for a, b in zip(g_dots, g_xla):
+  g = jax.grad(loss, (0, 1))(x, kernel, impl)
+  for a, b in zip(g, g_xla):
     assert float(jnp.abs(b).max()) > 1e-3
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_rows_matmul_has_the_matmul_gradients():
+  x = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))
+  w = jax.random.normal(jax.random.key(1), (4, 6))
+  g = jax.random.normal(jax.random.key(2), (2, 5, 3, 6))
+  np.testing.assert_allclose(mixers.rows_matmul(x, w), x @ w, rtol=1e-6)
+  ours = jax.grad(lambda x, w: jnp.vdot(mixers.rows_matmul(x, w), g), (0, 1))(x, w)
+  ref = jax.grad(lambda x, w: jnp.vdot(x @ w, g), (0, 1))(x, w)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fft_network_matches_direct_convolution_network():
+  """The whole network (strided layers included) gives the same logits either way."""
+  x = jax.random.normal(jax.random.key(0), (2, 20, 2, 25, 3))
+  cfg = benchmark.model_config(num_layers=6, num_classes=10, temporal_conv='fft')
+  model = models.create_model(cfg)
+  variables = model.init(jax.random.key(1), x)
+  fft = model.apply(variables, x)
+  direct = model.clone(temporal_conv='xla').apply(variables, x)
+  np.testing.assert_allclose(fft, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_retain_freed_memory_is_idempotent_and_can_be_turned_off():
+  code = ('from stbln_jax import hostmem; a = hostmem.retain_freed_memory(); '
+          'b = hostmem.retain_freed_memory(); print(a, b)')
+  on = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  first, second = on.stdout.split()
+  assert first == second
+  if sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc':
+    assert first == 'True'
+  off = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       env={**os.environ, 'STBLN_JAX_RETAIN_HOST_MEMORY': '0'})
+  assert off.stdout.split() == ['False', 'False']

@@ -36,8 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.in_channels = 3
   # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
   model.dtype = 'float32'
-  # Temporal convolution: 'auto' (kernel gradient as one matmul on CPU, XLA's own
-  # convolution elsewhere), 'dots' or 'xla'. Same numbers, different speed.
+  # Temporal convolution: 'auto' ('dft' on CPU, XLA's own convolution elsewhere), 'dft'
+  # or 'fft' (products per frequency, transforms as matmuls or FFTs), 'dots' (XLA's
+  # forward pass, kernel gradient as one matmul) or 'xla'. Same numbers up to float
+  # rounding, different speed (BENCHMARKS.md).
   model.temporal_conv = 'auto'
 
   # ---- Data (stbln_jax.input_pipeline) ------------------------------------

@@ -14,8 +14,8 @@ then times `--repeats` repeats of `--steps` calls each (blocking on the result a
 each repeat) and reports the median. Compilation time is reported separately. FLOP/s
 are the network's FLOPs per step divided by the measured step time: XLA's cost analysis
 (a multiply-add is 2 FLOPs) of the same step with the direct temporal convolution, so
-the figure does not change with `--temporal_conv` ('fft' does fewer multiply-adds for
-the same result).
+the figure does not change with `--temporal_conv` ('dft' and 'fft' compute the same
+result with other multiply-adds).
 
 This path imports only jax, flax, optax, numpy and absl (no configuration library, no
 data pipeline), so it runs on any machine with those installed.
@@ -50,7 +50,7 @@ _NUM_LAYERS = flags.DEFINE_list('num_layers', ['10'], 'Network depths (comma-sep
 _DTYPE = flags.DEFINE_list('dtype', ['float32'],
                            'Compute dtypes, float32 and/or bfloat16 (comma-separated).')
 _TEMPORAL_CONV = flags.DEFINE_list('temporal_conv', ['auto'],
-                                   'Temporal convolution implementations: auto, fft, dots, xla.')
+                                   'Temporal convolution implementations: auto, dft, fft, dots, xla.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
 _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')

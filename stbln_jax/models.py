@@ -153,25 +153,78 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
   return jnp.transpose(y, (0, 3, 1, 2)).astype(x.dtype)
 
 
-TEMPORAL_CONV_IMPLS = ('auto', 'fft', 'dots', 'xla')
+def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
+  """The same product per frequency as 'fft', with the transforms done as matrix products.
+
+  The DFT over frames is a (2F × T) matrix and its inverse a (T × 2F) one, so the whole
+  convolution is three matrix products on frames-major data, with no FFT and no
+  transposes of T to the last axis: X = D·x, Y_f = X_f·H_f for each frequency (real
+  and imaginary parts stacked, one batched product), y = E·Y.
+  """
+  k = kernel.shape[0]
+  left = (k - 1) // 2
+  if stride > 1:
+    x, kernel, left = _polyphase(x, kernel, stride, left)
+    k = kernel.shape[0]
+  n, t, v, c = x.shape
+  d = kernel.shape[-1]
+  length = max(t + max(left, k - 1 - left), k)
+  f = length // 2 + 1
+  freqs = np.arange(f)
+  # Forward DFT, rows (frequency, re/im): X_re = Σ_t x cos(2πft/L), X_im = -Σ_t x sin(..).
+  angle = 2 * np.pi * np.outer(freqs, np.arange(t)) / length
+  dft = np.stack([np.cos(angle), -np.sin(angle)], axis=1).reshape(2 * f, t)
+  # Inverse real DFT for the T output frames: weights 1/L for f = 0 and L/2, 2/L otherwise.
+  weight = np.full(f, 2.0 / length)
+  weight[0] = 1.0 / length
+  if length % 2 == 0:
+    weight[-1] = 1.0 / length
+  angle = 2 * np.pi * np.outer(np.arange(t), freqs) / length
+  idft = np.stack([np.cos(angle) * weight, -np.sin(angle) * weight], axis=2).reshape(t, 2 * f)
+  # The kernel's spectrum H[f] = Σ_i w[i] exp(2πi·f·(i - left)/L), (F, C, D) each part.
+  angle = 2 * np.pi * np.outer(freqs, np.arange(k) - left) / length
+  spec = jnp.dot(jnp.asarray(np.concatenate([np.cos(angle), np.sin(angle)]), jnp.float32),
+                 kernel[:, 0].reshape(k, c * d).astype(jnp.float32)).reshape(2, f, c, d)
+  h = jnp.concatenate([spec[0], spec[1]], axis=-1)  # (F, C, 2D): [H_re | H_im]
+
+  dtype = x.dtype
+  xs = jnp.dot(jnp.asarray(dft, dtype), jnp.swapaxes(x, 0, 1).reshape(t, n * v * c))
+  xs = xs.reshape(f, 2 * n * v, c)  # per frequency: rows [re parts; im parts]
+  prod = jax.lax.dot_general(xs, h.astype(dtype), (((2,), (1,)), ((0,), (0,))))
+  prod = prod.reshape(f, 2, n * v, 2, d)  # [re|im of x] × [re|im of H]
+  y_re = prod[:, 0, :, 0] - prod[:, 1, :, 1]
+  y_im = prod[:, 0, :, 1] + prod[:, 1, :, 0]
+  ys = jnp.stack([y_re, y_im], axis=1).reshape(2 * f, n * v * d)
+  y = jnp.dot(jnp.asarray(idft, dtype), ys).reshape(t, n, v, d)
+  return jnp.swapaxes(y, 0, 1)
+
+
+TEMPORAL_CONV_IMPLS = ('auto', 'dft', 'fft', 'dots', 'xla')
 
 
 def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') -> Array:
   """The k×1 convolution over frames, 'same' padding: (N, T, V, C) → (N, ceil(T/s), V, D).
 
   `kernel` is (k, 1, C, D). The implementations compute the same values and gradients
-  (up to float rounding): 'xla' is `lax.conv_general_dilated` with XLA's own gradient;
-  'dots' has the same forward pass and input gradient but computes the kernel gradient
-  as one matrix product, several times faster than 'xla' on CPU; 'fft' multiplies in
-  the frequency domain (≈4× fewer multiply-adds for k = 9; a stride-s convolution runs
-  as a stride-1 one over groups of s frames), the fastest on CPU. 'auto' is 'fft' on
-  CPU and 'xla' elsewhere (GPU and TPU convolutions are fast). BENCHMARKS.md has the
-  measurements.
+  (up to float rounding):
+    'xla'   `lax.conv_general_dilated` with XLA's own gradient;
+    'dots'  the same forward pass and input gradient, the kernel gradient as one matrix
+            product (XLA's CPU backend runs its own kernel gradient slowly);
+    'fft'   a product per frequency between FFTs over frames (≈4× fewer multiply-adds
+            for k = 9);
+    'dft'   the same product per frequency with the DFT and its inverse as matrix
+            products on frames-major data: more multiply-adds than 'fft' but no FFT and
+            no transposes, the fastest on CPU;
+    'auto'  'dft' on CPU, 'xla' elsewhere (GPU and TPU convolutions are fast).
+  'fft' and 'dft' run a stride-s convolution as a stride-1 one over groups of s frames.
+  BENCHMARKS.md has the measurements.
   """
   if impl == 'auto':
-    impl = 'fft' if jax.default_backend() == 'cpu' else 'xla'
+    impl = 'dft' if jax.default_backend() == 'cpu' else 'xla'
   if impl == 'fft':
     return _temporal_conv_fft(x, kernel, stride)
+  if impl == 'dft':
+    return _temporal_conv_dft(x, kernel, stride)
   if impl == 'dots':
     return _temporal_conv_dots(x, kernel, stride)
   if impl == 'xla':

@@ -61,7 +61,7 @@ _CONV_CASES = [(11, 9, 1), (11, 9, 2), (12, 9, 2), (17, 9, 3), (3, 9, 1), (4, 9,
                (10, 4, 2), (7, 1, 1)]
 
 
-@pytest.mark.parametrize('impl', ['dots', 'fft'])
+@pytest.mark.parametrize('impl', ['dots', 'fft', 'dft'])
 @pytest.mark.parametrize('frames,taps,stride', _CONV_CASES)
 def test_temporal_conv_matches_xla_convolution_in_value_and_gradient(impl, frames, taps, stride):
   x = jax.random.normal(jax.random.key(0), (2, frames, 3, 4))
@@ -93,15 +93,16 @@ def test_rows_matmul_has_the_matmul_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_fft_network_matches_direct_convolution_network():
+def test_frequency_domain_networks_match_the_direct_convolution_network():
   """The whole network (strided layers included) gives the same logits either way."""
   x = jax.random.normal(jax.random.key(0), (2, 20, 2, 25, 3))
-  cfg = benchmark.model_config(num_layers=6, num_classes=10, temporal_conv='fft')
+  cfg = benchmark.model_config(num_layers=6, num_classes=10)
   model = models.create_model(cfg)
   variables = model.init(jax.random.key(1), x)
-  fft = model.apply(variables, x)
   direct = model.clone(temporal_conv='xla').apply(variables, x)
-  np.testing.assert_allclose(fft, direct, rtol=1e-4, atol=1e-4)
+  for impl in ('fft', 'dft'):
+    logits = model.clone(temporal_conv=impl).apply(variables, x)
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4)
 
 
 def test_retain_freed_memory_is_idempotent_and_can_be_turned_off():

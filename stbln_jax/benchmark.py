@@ -173,8 +173,8 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
   x = jax.random.normal(rng_x, shape, jnp.float32)
   labels = jax.random.randint(rng_y, (variant.batch,), 0, cfg.num_classes)
   variables = models.init_variables(model, cfg, rng_init)
-  # FLOPs are the network's (direct convolution), whichever implementation runs: the FFT
-  # convolution does fewer multiply-adds for the same result.
+  # FLOPs are the network's (direct convolution), whichever implementation runs: the
+  # frequency-domain convolutions do other numbers of multiply-adds for the same result.
   direct = model.clone(temporal_conv='xla')
   row: dict[str, Any] = dataclasses.asdict(variant)
   row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))

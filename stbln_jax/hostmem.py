@@ -44,10 +44,11 @@ def retain_freed_memory() -> bool:
     return False
   try:
     libc = ctypes.CDLL(None)
-    mallopt = libc.mallopt
-    libc.gnu_get_libc_version  # only glibc has both  # noqa: B018
-  except (OSError, AttributeError):
+  except OSError:
     return False
+  if not hasattr(libc, 'gnu_get_libc_version') or not hasattr(libc, 'mallopt'):
+    return False  # not glibc (musl's mallopt does nothing)
+  mallopt = libc.mallopt
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
   _done = all(mallopt(param, value) == 1 for param, value in (

@@ -85,6 +85,7 @@ def _temporal_conv_dots_bwd(stride, residuals, dy):
 
 _temporal_conv_dots.defvjp(_temporal_conv_dots_fwd, _temporal_conv_dots_bwd)
 
+
 def _fft_length(n: int) -> int:
   """The smallest 2^a·3^b·5^c ≥ n (lengths the FFT handles fastest)."""
   m = n
@@ -201,6 +202,10 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
 
 TEMPORAL_CONV_IMPLS = ('auto', 'dft', 'fft', 'dots', 'xla')
 
+# 'dft' costs T·2F ≈ T² multiply-adds per channel for each transform: past this many
+# frames 'auto' takes the FFT instead (NTU clips have at most 300).
+_DFT_MAX_FRAMES = 600
+
 
 def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') -> Array:
   """The k×1 convolution over frames, 'same' padding: (N, T, V, C) → (N, ceil(T/s), V, D).
@@ -215,12 +220,16 @@ def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') 
     'dft'   the same product per frequency with the DFT and its inverse as matrix
             products on frames-major data: more multiply-adds than 'fft' but no FFT and
             no transposes, the fastest on CPU;
-    'auto'  'dft' on CPU, 'xla' elsewhere (GPU and TPU convolutions are fast).
+    'auto'  'dft' on CPU ('fft' for clips over 600 frames), 'xla' elsewhere (GPU and
+            TPU convolutions are fast).
   'fft' and 'dft' run a stride-s convolution as a stride-1 one over groups of s frames.
   BENCHMARKS.md has the measurements.
   """
   if impl == 'auto':
-    impl = 'dft' if jax.default_backend() == 'cpu' else 'xla'
+    if jax.default_backend() != 'cpu':
+      impl = 'xla'
+    else:
+      impl = 'dft' if x.shape[1] <= _DFT_MAX_FRAMES else 'fft'
   if impl == 'fft':
     return _temporal_conv_fft(x, kernel, stride)
   if impl == 'dft':

@@ -122,6 +122,34 @@ def _polyphase(x: Array, kernel: Array, stride: int, left: int):
   return x, kernel, -a_min
 
 
+def _stride_one(x: Array, kernel: Array, stride: int):
+  """(x, kernel, left, min_length) of the equivalent stride-1 convolution.
+
+  y[t] = Σ_i w[i] x[t + i - left]; `min_length` is the shortest transform length L at
+  which the circular convolution over L frames never wraps around: L ≥ T + k/2 and ≥ k.
+  """
+  k = kernel.shape[0]
+  left = (k - 1) // 2
+  if stride > 1:
+    x, kernel, left = _polyphase(x, kernel, stride, left)
+    k = kernel.shape[0]
+  return x, kernel, left, max(x.shape[1] + max(left, k - 1 - left), k)
+
+
+def _kernel_spectrum(kernel: Array, left: int, length: int) -> Array:
+  """H[f] = Σ_i w[i] exp(2πi·f·(i - left)/L) for f = 0..L/2, as (2, F, C, D): re, im.
+
+  The DFT of the kernel placed circularly (h[s mod L] = w[left - s]). With k taps this is
+  one small (2F × k)·(k × C·D) product, cheaper than an FFT of the zero-padded kernel and
+  already frequency-major.
+  """
+  k, _, c, d = kernel.shape
+  angle = 2 * np.pi * np.outer(np.arange(length // 2 + 1), np.arange(k) - left) / length
+  dft = jnp.asarray(np.concatenate([np.cos(angle), np.sin(angle)]), jnp.float32)
+  return jnp.dot(dft, kernel[:, 0].reshape(k, c * d).astype(jnp.float32),
+                 precision=jax.lax.Precision.HIGHEST).reshape(2, -1, c, d)
+
+
 def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
   """The same convolution through the FFT over frames: exact up to float rounding.
 
@@ -130,23 +158,11 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
   frequency the channel mixing is one complex (C × D) product. A k-tap convolution
   over T frames costs T·k multiply-adds per (C, D) pair directly and 4·(L/2 + 1) here.
   """
-  k = kernel.shape[0]
-  left = (k - 1) // 2
-  if stride > 1:
-    x, kernel, left = _polyphase(x, kernel, stride, left)
-    k = kernel.shape[0]
-  n, t, v, c = x.shape
-  d = kernel.shape[-1]
-  length = _fft_length(max(t + max(left, k - 1 - left), k))
-  # The kernel's spectrum, H[f] = Σ_i w[i] exp(2πi·f·(i - left)/L): the DFT of h with
-  # h[s mod L] = w[left - s]. With k taps this is one small (2F × k)·(k × C·D) product,
-  # cheaper than an FFT of the zero-padded kernel and already frequency-major.
-  freqs = np.arange(length // 2 + 1)[:, None] * (np.arange(k)[None, :] - left)
-  angle = 2 * np.pi * freqs / length
-  dft = jnp.asarray(np.concatenate([np.cos(angle), np.sin(angle)]), jnp.float32)
-  h_ri = jnp.dot(dft, kernel[:, 0].reshape(k, c * d).astype(jnp.float32),
-                 precision=jax.lax.Precision.HIGHEST).reshape(2, -1, c, d)
-  h_f = jax.lax.complex(h_ri[0], h_ri[1])  # (F, C, D)
+  x, kernel, left, min_length = _stride_one(x, kernel, stride)
+  t = x.shape[1]
+  length = _fft_length(min_length)
+  spec = _kernel_spectrum(kernel, left, length)
+  h_f = jax.lax.complex(spec[0], spec[1])  # (F, C, D)
   x_f = jnp.fft.rfft(jnp.transpose(x, (0, 2, 3, 1)).astype(jnp.float32), n=length,
                      axis=-1)  # (N, V, C, F)
   y_f = jnp.einsum('nvcf,fcd->nvdf', x_f, h_f)
@@ -162,14 +178,9 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   transposes of T to the last axis: X = D·x, Y_f = X_f·H_f for each frequency (real
   and imaginary parts stacked, one batched product), y = E·Y.
   """
-  k = kernel.shape[0]
-  left = (k - 1) // 2
-  if stride > 1:
-    x, kernel, left = _polyphase(x, kernel, stride, left)
-    k = kernel.shape[0]
+  x, kernel, left, length = _stride_one(x, kernel, stride)
   n, t, v, c = x.shape
   d = kernel.shape[-1]
-  length = max(t + max(left, k - 1 - left), k)
   f = length // 2 + 1
   freqs = np.arange(f)
   # Forward DFT, rows (frequency, re/im): X_re = Σ_t x cos(2πft/L), X_im = -Σ_t x sin(..).
@@ -182,10 +193,7 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
     weight[-1] = 1.0 / length
   angle = 2 * np.pi * np.outer(np.arange(t), freqs) / length
   idft = np.stack([np.cos(angle) * weight, -np.sin(angle) * weight], axis=2).reshape(t, 2 * f)
-  # The kernel's spectrum H[f] = Σ_i w[i] exp(2πi·f·(i - left)/L), (F, C, D) each part.
-  angle = 2 * np.pi * np.outer(freqs, np.arange(k) - left) / length
-  spec = jnp.dot(jnp.asarray(np.concatenate([np.cos(angle), np.sin(angle)]), jnp.float32),
-                 kernel[:, 0].reshape(k, c * d).astype(jnp.float32)).reshape(2, f, c, d)
+  spec = _kernel_spectrum(kernel, left, length)
   h = jnp.concatenate([spec[0], spec[1]], axis=-1)  # (F, C, 2D): [H_re | H_im]
 
   dtype = x.dtype

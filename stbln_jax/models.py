@@ -1,8 +1,10 @@
 """The network: ST layers (Fig. 2), aggregated layers (Fig. 3) and the classifier.
 
 Tensors inside the network are channels-last, (N·M, T, V, C): persons folded into the
-batch, then frames, nodes (joints) and channels. The public input is a batch of
-skeleton sequences (N, T, M, V, C) = (samples, frames, persons, joints, coordinates).
+batch, then frames, nodes (joints) and channels; with the 'dft' temporal convolution
+(the CPU default) they are frames-major, (T, N·M, V, C), which spares that convolution
+its transposes. The public input is a batch of skeleton sequences (N, T, M, V, C) =
+(samples, frames, persons, joints, coordinates).
 
 Choices the paper leaves open (SPEC, written down here):
 - No biases in convolutions or mixers: every one is followed by a BatchNorm.
@@ -99,30 +101,35 @@ def _fft_length(n: int) -> int:
     m += 1
 
 
-def _polyphase(x: Array, kernel: Array, stride: int, left: int):
+def _polyphase(x: Array, kernel: Array, stride: int, left: int, time_axis: int = 1):
   """A stride-s convolution as a stride-1 convolution over groups of s frames.
 
   y[t] = Σ_i w[i] x[s·t + i - left]. Writing i - left = s·a + b (0 ≤ b < s) makes it
   y[t] = Σ_a w'[a] x'[t + a] with x'[τ] = (x[s·τ], ..., x[s·τ + s - 1]) on the channel
   axis (s·C channels) and w'[a] the matching (s·C, D) block of taps, zero where
-  s·a + b + left falls outside the kernel. Returns x' (N, ceil(T/s), V, s·C), w' and
-  the new left offset.
+  s·a + b + left falls outside the kernel. `x` is (N, T, V, C) with `time_axis=1` or
+  (T, N, V, C) with 0; returns x' in the same layout with ceil(T/s) frames and s·C
+  channels, w' and the new left offset.
   """
-  n, t, v, c = x.shape
+  t = x.shape[time_axis]
   k, _, _, d = kernel.shape
   a_min = -(left // stride) if left % stride == 0 else -(left // stride) - 1
   a_max = (k - 1 - left) // stride
   taps = a_max - a_min + 1
   first = stride * a_min + left  # kernel index of w'[0]'s first phase (≤ 0)
   kernel = jnp.pad(kernel, ((-first, taps * stride - k + first), (0, 0), (0, 0), (0, 0)))
-  kernel = kernel.reshape(taps, 1, stride * c, d)
+  kernel = kernel.reshape(taps, 1, stride * kernel.shape[2], d)
   t_out = -(-t // stride)
-  x = jnp.pad(x, ((0, 0), (0, t_out * stride - t), (0, 0), (0, 0)))
-  x = x.reshape(n, t_out, stride, v, c).transpose(0, 1, 3, 2, 4).reshape(n, t_out, v, stride * c)
-  return x, kernel, -a_min
+  pad = [(0, 0)] * 4
+  pad[time_axis] = (0, t_out * stride - t)
+  x = jnp.pad(x, pad)
+  shape = list(x.shape)
+  shape[time_axis:time_axis + 1] = [t_out, stride]
+  x = jnp.moveaxis(x.reshape(shape), time_axis + 1, -2)  # the phase next to the channels
+  return x.reshape(*x.shape[:-2], -1), kernel, -a_min
 
 
-def _stride_one(x: Array, kernel: Array, stride: int):
+def _stride_one(x: Array, kernel: Array, stride: int, time_axis: int = 1):
   """(x, kernel, left, min_length) of the equivalent stride-1 convolution.
 
   y[t] = Σ_i w[i] x[t + i - left]; `min_length` is the shortest transform length L at
@@ -131,9 +138,9 @@ def _stride_one(x: Array, kernel: Array, stride: int):
   k = kernel.shape[0]
   left = (k - 1) // 2
   if stride > 1:
-    x, kernel, left = _polyphase(x, kernel, stride, left)
+    x, kernel, left = _polyphase(x, kernel, stride, left, time_axis)
     k = kernel.shape[0]
-  return x, kernel, left, max(x.shape[1] + max(left, k - 1 - left), k)
+  return x, kernel, left, max(x.shape[time_axis] + max(left, k - 1 - left), k)
 
 
 def _kernel_spectrum(kernel: Array, left: int, length: int) -> Array:
@@ -173,13 +180,14 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
 def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   """The same product per frequency as 'fft', with the transforms done as matrix products.
 
-  The DFT over frames is a (2F × T) matrix and its inverse a (T × 2F) one, so the whole
-  convolution is three matrix products on frames-major data, with no FFT and no
-  transposes of T to the last axis: X = D·x, Y_f = X_f·H_f for each frequency (real
-  and imaginary parts stacked, one batched product), y = E·Y.
+  Takes and returns frames-major activations, (T, N, V, C) → (ceil(T/s), N, V, D). The
+  DFT over frames is a (2F × T) matrix and its inverse a (T × 2F) one, so the whole
+  convolution is three matrix products with no FFT and no transposes: X = D·x,
+  Y_f = X_f·H_f for each frequency (real and imaginary parts stacked, one batched
+  product), y = E·Y.
   """
-  x, kernel, left, length = _stride_one(x, kernel, stride)
-  n, t, v, c = x.shape
+  x, kernel, left, length = _stride_one(x, kernel, stride, time_axis=0)
+  t, n, v, c = x.shape
   d = kernel.shape[-1]
   f = length // 2 + 1
   freqs = np.arange(f)
@@ -197,15 +205,14 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   h = jnp.concatenate([spec[0], spec[1]], axis=-1)  # (F, C, 2D): [H_re | H_im]
 
   dtype = x.dtype
-  xs = jnp.dot(jnp.asarray(dft, dtype), jnp.swapaxes(x, 0, 1).reshape(t, n * v * c))
+  xs = jnp.dot(jnp.asarray(dft, dtype), x.reshape(t, n * v * c))
   xs = xs.reshape(f, 2 * n * v, c)  # per frequency: rows [re parts; im parts]
   prod = jax.lax.dot_general(xs, h.astype(dtype), (((2,), (1,)), ((0,), (0,))))
   prod = prod.reshape(f, 2, n * v, 2, d)  # [re|im of x] × [re|im of H]
   y_re = prod[:, 0, :, 0] - prod[:, 1, :, 1]
   y_im = prod[:, 0, :, 1] + prod[:, 1, :, 0]
   ys = jnp.stack([y_re, y_im], axis=1).reshape(2 * f, n * v * d)
-  y = jnp.dot(jnp.asarray(idft, dtype), ys).reshape(t, n, v, d)
-  return jnp.swapaxes(y, 0, 1)
+  return jnp.dot(jnp.asarray(idft, dtype), ys).reshape(t, n, v, d)
 
 
 TEMPORAL_CONV_IMPLS = ('auto', 'dft', 'fft', 'dots', 'xla')
@@ -215,11 +222,31 @@ TEMPORAL_CONV_IMPLS = ('auto', 'dft', 'fft', 'dots', 'xla')
 _DFT_MAX_FRAMES = 600
 
 
-def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') -> Array:
+def resolve_temporal_conv(impl: str, num_frames: int) -> str:
+  """The implementation 'auto' stands for on this backend at this clip length."""
+  if impl != 'auto':
+    return impl
+  if jax.default_backend() != 'cpu':
+    return 'xla'
+  return 'dft' if num_frames <= _DFT_MAX_FRAMES else 'fft'
+
+
+def frames_major(impl: str, num_frames: int) -> bool:
+  """Whether the network keeps its activations frames-major, (T, N·M, V, C).
+
+  'dft' transforms over the leading axis, so with frames first it needs no transposes;
+  the other implementations convolve (N·M, T, V, C).
+  """
+  return resolve_temporal_conv(impl, num_frames) == 'dft'
+
+
+def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto',
+                  time_axis: int = 1) -> Array:
   """The k×1 convolution over frames, 'same' padding: (N, T, V, C) → (N, ceil(T/s), V, D).
 
-  `kernel` is (k, 1, C, D). The implementations compute the same values and gradients
-  (up to float rounding):
+  `kernel` is (k, 1, C, D); with `time_axis=0` the activations are frames-major,
+  (T, N, V, C) → (ceil(T/s), N, V, D). The implementations compute the same values and
+  gradients (up to float rounding):
     'xla'   `lax.conv_general_dilated` with XLA's own gradient;
     'dots'  the same forward pass and input gradient, the kernel gradient as one matrix
             product (XLA's CPU backend runs its own kernel gradient slowly);
@@ -231,22 +258,22 @@ def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto') 
     'auto'  'dft' on CPU ('fft' for clips over 600 frames), 'xla' elsewhere (GPU and
             TPU convolutions are fast).
   'fft' and 'dft' run a stride-s convolution as a stride-1 one over groups of s frames.
-  BENCHMARKS.md has the measurements.
+  'dft' works frames-major and the others batch-major: the other layout costs a
+  transpose on each side. BENCHMARKS.md has the measurements.
   """
-  if impl == 'auto':
-    if jax.default_backend() != 'cpu':
-      impl = 'xla'
-    else:
-      impl = 'dft' if x.shape[1] <= _DFT_MAX_FRAMES else 'fft'
-  if impl == 'fft':
-    return _temporal_conv_fft(x, kernel, stride)
+  if time_axis not in (0, 1):
+    raise ValueError(f'time_axis must be 0 (frames-major) or 1, got {time_axis}')
+  impl = resolve_temporal_conv(impl, x.shape[time_axis])
   if impl == 'dft':
+    if time_axis == 1:
+      return jnp.swapaxes(_temporal_conv_dft(jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
     return _temporal_conv_dft(x, kernel, stride)
-  if impl == 'dots':
-    return _temporal_conv_dots(x, kernel, stride)
-  if impl == 'xla':
-    return _temporal_conv_xla(x, kernel, stride)
-  raise ValueError(f'unknown temporal convolution {impl!r}; choose one of {TEMPORAL_CONV_IMPLS}')
+  convs = {'fft': _temporal_conv_fft, 'dots': _temporal_conv_dots, 'xla': _temporal_conv_xla}
+  if impl not in convs:
+    raise ValueError(f'unknown temporal convolution {impl!r}; choose one of {TEMPORAL_CONV_IMPLS}')
+  if time_axis == 0:
+    return jnp.swapaxes(convs[impl](jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
+  return convs[impl](x, kernel, stride)
 
 
 class _ConvKernel(nn.Module):
@@ -256,30 +283,33 @@ class _ConvKernel(nn.Module):
   stride: int
   impl: str
   dtype: Dtype
+  time_axis: int = 1
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     kernel = self.param('kernel', _kaiming_fan_out(),
                         (self.kernel_size, 1, x.shape[-1], self.features), jnp.float32)
     return temporal_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
-                         self.impl)
+                         self.impl, self.time_axis)
 
 
 class TemporalConv(nn.Module):
   """Convolution over frames with a k×1 kernel, 'same' padding and stride s.
 
-  (N, T, V, C_in) → (N, ceil(T/s), V, C_out); each node is convolved independently.
+  (N, T, V, C_in) → (N, ceil(T/s), V, C_out), or frames-major with `time_axis=0`;
+  each node is convolved independently.
   """
   features: int
   kernel_size: int = 9
   stride: int = 1
   dtype: Dtype = jnp.float32
   impl: str = 'auto'
+  time_axis: int = 1
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     return _ConvKernel(self.features, self.kernel_size, self.stride, self.impl, self.dtype,
-                       name='conv')(x)
+                       self.time_axis, name='conv')(x)
 
 
 class Linear(nn.Module):
@@ -310,9 +340,10 @@ class NodeChannelMap(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    n, t, v, c = x.shape
-    y = Linear(self.num_nodes * self.features, self.dtype, name='dense')(x.reshape(n, t, v * c))
-    return y.reshape(n, t, self.num_nodes, self.features)
+    lead, (v, c) = x.shape[:-2], x.shape[-2:]
+    y = Linear(self.num_nodes * self.features, self.dtype, name='dense')(
+        x.reshape(*lead, v * c))
+    return y.reshape(*lead, self.num_nodes, self.features)
 
 
 class _Projection(nn.Module):
@@ -321,15 +352,33 @@ class _Projection(nn.Module):
   num_nodes: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  time_axis: int = 1
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    x = x[:, ::self.stride]  # a strided 1×1 convolution reads every s-th frame
-    if x.shape[2] != self.num_nodes:
+    # A strided 1×1 convolution reads every s-th frame.
+    x = jax.lax.slice_in_dim(x, 0, None, self.stride, axis=self.time_axis)
+    if x.shape[-2] != self.num_nodes:
       y = NodeChannelMap(self.num_nodes, self.features, self.dtype, name='map')(x)
     else:
       y = Linear(self.features, self.dtype, name='map')(x)
     return _batch_norm(train, self.dtype, name='bn')(y)
+
+
+def _relu_output(y: Array) -> Array:
+  """ReLU(y) for a layer's output, computed once into memory on CPU.
+
+  A layer's output feeds the next layer's mixer and its residual path. XLA's CPU
+  backend fuses the elementwise BN + residual + ReLU chain into both consumers, and
+  with identity residuals the chain reaches back through every earlier layer of the
+  stage: each layer recomputed all of them (BENCHMARKS.md, attempt 10). A conditional
+  is a fusion boundary that XLA cannot remove when its predicate is known only at run
+  time; both branches compute the same ReLU.
+  """
+  if jax.default_backend() != 'cpu':
+    return nn.relu(y)
+  first = jax.lax.index_in_dim(y.reshape(-1), 0, keepdims=False)
+  return jax.lax.cond(first > 0, nn.relu, lambda a: jnp.where(a > 0, a, 0).astype(a.dtype), y)
 
 
 class STLayer(nn.Module):
@@ -353,10 +402,11 @@ class STLayer(nn.Module):
   temporal_kernel: int = 9
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
+  time_axis: int = 1
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    v_in, c_in = x.shape[2], x.shape[3]
+    v_in, c_in = x.shape[-2], x.shape[-1]
     v_out = v_in if self.num_nodes_out is None else self.num_nodes_out
     y = mixers.make_mixer(self.mixer, self.features, adjacency=self.adjacency,
                           num_nodes_out=self.num_nodes_out, rank=self.symmetric_rank,
@@ -365,19 +415,20 @@ class STLayer(nn.Module):
     if c_in == self.features and v_in == v_out:
       y = y + x
     else:
-      y = y + _Projection(self.features, v_out, 1, self.dtype, name='residual_v')(x, train)
+      y = y + _Projection(self.features, v_out, 1, self.dtype, self.time_axis,
+                          name='residual_v')(x, train)
     y = nn.relu(y)
 
     y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
-                     self.temporal_conv, name='temporal')(y)
+                     self.temporal_conv, self.time_axis, name='temporal')(y)
     y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
     if self.residual:
       if c_in == self.features and v_in == v_out and self.stride == 1:
         y = y + x
       else:
-        y = y + _Projection(self.features, v_out, self.stride, self.dtype,
+        y = y + _Projection(self.features, v_out, self.stride, self.dtype, self.time_axis,
                             name='residual_t')(x, train)
-    return nn.relu(y)
+    return _relu_output(y)
 
 
 class AggregatedLayer(nn.Module):
@@ -391,20 +442,22 @@ class AggregatedLayer(nn.Module):
   temporal_kernel: int = 9
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
+  time_axis: int = 1
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    c_in = x.shape[3]
+    c_in = x.shape[-1]
     y = Linear(self.features, self.dtype, name='linear')(x)
     y = nn.relu(_batch_norm(train, self.dtype, name='bn_spatial')(y))
     y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.dtype,
-                     self.temporal_conv, name='temporal')(y)
+                     self.temporal_conv, self.time_axis, name='temporal')(y)
     y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
     if c_in == self.features and self.stride == 1:
       y = y + x
     else:
-      y = y + _Projection(self.features, 1, self.stride, self.dtype, name='residual_t')(x, train)
-    return nn.relu(y)
+      y = y + _Projection(self.features, 1, self.stride, self.dtype, self.time_axis,
+                          name='residual_t')(x, train)
+    return _relu_output(y)
 
 
 class SpatioTemporalNet(nn.Module):
@@ -429,7 +482,13 @@ class SpatioTemporalNet(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> Array:
     n, t, m, v, c = x.shape
     x = _batch_norm(train, self.dtype, axis=(2, 3, 4), name='data_bn')(x)
-    x = jnp.transpose(x, (0, 2, 1, 3, 4)).reshape(n * m, t, v, c)
+    # Persons fold into the batch, (N·M, T, V, C), or frames-major (T, N·M, V, C) when
+    # the temporal convolution works that way (`frames_major`).
+    time_axis = 0 if frames_major(self.temporal_conv, t) else 1
+    if time_axis == 0:
+      x = jnp.transpose(x, (1, 0, 2, 3, 4)).reshape(t, n * m, v, c)
+    else:
+      x = jnp.transpose(x, (0, 2, 1, 3, 4)).reshape(n * m, t, v, c)
 
     adjacency = None
     if self.mixer != 'bilinear':
@@ -442,15 +501,17 @@ class SpatioTemporalNet(nn.Module):
       name = f'layer_{i}'
       if lam is not None and i > lam:
         x = AggregatedLayer(features, stride, self.temporal_kernel, self.dtype,
-                            self.temporal_conv, name=name)(x, train)
+                            self.temporal_conv, time_axis, name=name)(x, train)
       else:
         x = STLayer(features, self.mixer, stride, adjacency=adjacency,
                     num_nodes_out=1 if i == lam else None,
                     symmetric_rank=self.symmetric_rank, residual=i > 1,
                     temporal_kernel=self.temporal_kernel, dtype=self.dtype,
-                    temporal_conv=self.temporal_conv, name=name)(x, train)
+                    temporal_conv=self.temporal_conv, time_axis=time_axis,
+                    name=name)(x, train)
 
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # global average pool over T and V
+    # Global average pool over T and V.
+    x = jnp.mean(x.astype(jnp.float32), axis=(time_axis, 2))
     x = jnp.mean(x.reshape(n, m, -1), axis=1)  # average over persons
     return nn.Dense(self.num_classes,
                     kernel_init=nn.initializers.normal(float(np.sqrt(2.0 / self.num_classes))),

@@ -82,6 +82,35 @@ def test_temporal_conv_matches_xla_convolution_in_value_and_gradient(impl, frame
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('impl', ['xla', 'dots', 'fft', 'dft'])
+def test_temporal_conv_frames_major_layout_gives_the_same_values_and_gradients(impl):
+  x = jax.random.normal(jax.random.key(0), (2, 11, 3, 4))
+  kernel = jax.random.normal(jax.random.key(1), (9, 1, 4, 5))
+
+  def conv(x, kernel, time_axis):
+    x = x if time_axis == 1 else jnp.swapaxes(x, 0, 1)
+    y = models.temporal_conv(x, kernel, 2, impl, time_axis=time_axis)
+    return y if time_axis == 1 else jnp.swapaxes(y, 0, 1)
+
+  np.testing.assert_allclose(conv(x, kernel, 0), conv(x, kernel, 1), rtol=1e-5, atol=1e-5)
+  g0 = jax.grad(lambda *a: jnp.sum(conv(*a, 0) ** 2), (0, 1))(x, kernel)
+  g1 = jax.grad(lambda *a: jnp.sum(conv(*a, 1) ** 2), (0, 1))(x, kernel)
+  for a, b in zip(g0, g1):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match='time_axis'):
+    models.temporal_conv(x, kernel, 2, impl, time_axis=2)
+
+
+@pytest.mark.parametrize('first', [1.0, -1.0])
+def test_layer_output_relu_has_relu_values_and_gradients_whichever_branch_runs(first):
+  y = jax.random.normal(jax.random.key(0), (3, 4, 5)).at[0, 0, 0].set(first)
+  g = jax.random.normal(jax.random.key(1), y.shape)
+  np.testing.assert_array_equal(models._relu_output(y), jax.nn.relu(y))
+  ours = jax.grad(lambda y: jnp.vdot(models._relu_output(y), g))(y)
+  ref = jax.grad(lambda y: jnp.vdot(jax.nn.relu(y), g))(y)
+  np.testing.assert_array_equal(ours, ref)
+
+
 def test_rows_matmul_has_the_matmul_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))
   w = jax.random.normal(jax.random.key(1), (4, 6))

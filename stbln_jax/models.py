@@ -177,67 +177,125 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
   return jnp.transpose(y, (0, 3, 1, 2)).astype(x.dtype)
 
 
+def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
+  """Multiply-adds per node of 'dft' over `frames` frames, in blocks or in one piece.
+
+  The transforms cost 2F·L·C and B·2F·D per piece of B output frames read from L input
+  frames (F = L/2 + 1 frequencies), the product per frequency 4F·C·D. One piece has
+  B = T and L = T + k/2; overlapping blocks have L = B + k - 1 and ceil(T/B) pieces.
+  """
+  if block is None:
+    pieces, out, length = 1, frames, frames + taps // 2
+  else:
+    pieces, out, length = -(-frames // block), block, block + taps - 1
+  f = length // 2 + 1
+  return pieces * (2 * f * length * c + 4 * f * c * d + out * 2 * f * d)
+
+
+def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
+  """Output frames per block for 'dft', or None for one transform over the whole clip.
+
+  Overlap-save: short blocks make the transforms ≈ L²/B instead of T² per channel, at
+  the price of more frequencies per frame in the product (≈ 2(B + k)/B instead of
+  ≈ 2) and a copy of the overlapping windows. Blocks are taken when they save at least
+  a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip.
+  """
+  best = min(range(taps, max(frames // 2, taps) + 1),
+             key=lambda b: _dft_macs(frames, taps, c, d, b))
+  if 5 * _dft_macs(frames, taps, c, d, best) < 4 * _dft_macs(frames, taps, c, d, None):
+    return best
+  return None
+
+
+def _overlapping_windows(x: Array, block: int, length: int, blocks: int) -> Array:
+  """(length, blocks, ...) with [l, j] = x[j·block + l], frames-major, from reshapes.
+
+  `x` needs (blocks + ceil(length/block) - 1)·block frames. Built from reshapes and
+  transposes of whole frames (and not `length` strided slices) so that the gradient is
+  as cheap as the forward copy.
+  """
+  parts = []
+  for start in range(0, length, block):
+    segment = x[start:start + blocks * block].reshape(blocks, block, *x.shape[1:])
+    parts.append(jnp.swapaxes(segment[:, :min(block, length - start)], 0, 1))
+  return jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
 def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   """The same product per frequency as 'fft', with the transforms done as matrix products.
 
   Takes and returns frames-major activations, (T, N, V, C) → (ceil(T/s), N, V, D). The
   DFT over frames is a (2F × T) matrix and its inverse a (T × 2F) one, so the whole
-  convolution is three matrix products with no FFT and no transposes: X = D·x,
-  Y_f = X_f·H_f for each frequency (real and imaginary parts stacked, one batched
-  product), y = E·Y.
+  convolution is three matrix products with no FFT: X = D·x, Y_f = X_f·H_f for each
+  frequency (real and imaginary parts stacked, one batched product), y = E·Y. Where it
+  saves multiply-adds (`_dft_block`) the clip is cut into blocks of B output frames,
+  each transformed with the k - 1 frames it overlaps its neighbours by (overlap-save):
+  the blocks sit side by side in the columns of the same three products.
   """
   x, kernel, left, length = _stride_one(x, kernel, stride, time_axis=0)
   t, n, v, c = x.shape
-  d = kernel.shape[-1]
+  k, d = kernel.shape[0], kernel.shape[-1]
+  block = _dft_block(t, k, c, d)
+  if block is None:
+    blocks, out_frames = 1, t
+  else:
+    # Block j computes y[jB + u] = Σ_i w[i] x[jB + u + i - left] for u < B from the
+    # window x[jB - left, jB - left + L): a circular convolution of length L = B + k - 1
+    # that never wraps for those u, with the kernel placed at offset 0.
+    blocks, out_frames, length = -(-t // block), block, block + k - 1
+    windows_needed = blocks + -(-length // block) - 1
+    x = jnp.pad(x, ((left, windows_needed * block - t - left), (0, 0), (0, 0), (0, 0)))
+    x = _overlapping_windows(x, block, length, blocks)  # (L, blocks, N, V, C)
+    left = 0
+  in_frames = x.shape[0]
   f = length // 2 + 1
   freqs = np.arange(f)
   # Forward DFT, rows (frequency, re/im): X_re = Σ_t x cos(2πft/L), X_im = -Σ_t x sin(..).
-  angle = 2 * np.pi * np.outer(freqs, np.arange(t)) / length
-  dft = np.stack([np.cos(angle), -np.sin(angle)], axis=1).reshape(2 * f, t)
-  # Inverse real DFT for the T output frames: weights 1/L for f = 0 and L/2, 2/L otherwise.
+  angle = 2 * np.pi * np.outer(freqs, np.arange(in_frames)) / length
+  dft = np.stack([np.cos(angle), -np.sin(angle)], axis=1).reshape(2 * f, in_frames)
+  # Inverse real DFT for the output frames: weights 1/L for f = 0 and L/2, 2/L otherwise.
   weight = np.full(f, 2.0 / length)
   weight[0] = 1.0 / length
   if length % 2 == 0:
     weight[-1] = 1.0 / length
-  angle = 2 * np.pi * np.outer(np.arange(t), freqs) / length
-  idft = np.stack([np.cos(angle) * weight, -np.sin(angle) * weight], axis=2).reshape(t, 2 * f)
+  angle = 2 * np.pi * np.outer(np.arange(out_frames), freqs) / length
+  idft = np.stack([np.cos(angle) * weight, -np.sin(angle) * weight],
+                  axis=2).reshape(out_frames, 2 * f)
   spec = _kernel_spectrum(kernel, left, length)
   h = jnp.concatenate([spec[0], spec[1]], axis=-1)  # (F, C, 2D): [H_re | H_im]
 
   dtype = x.dtype
-  xs = jnp.dot(jnp.asarray(dft, dtype), x.reshape(t, n * v * c))
-  xs = xs.reshape(f, 2 * n * v, c)  # per frequency: rows [re parts; im parts]
+  rows = blocks * n * v
+  xs = jnp.dot(jnp.asarray(dft, dtype), x.reshape(in_frames, rows * c))
+  xs = xs.reshape(f, 2 * rows, c)  # per frequency: rows [re parts; im parts]
   prod = jax.lax.dot_general(xs, h.astype(dtype), (((2,), (1,)), ((0,), (0,))))
-  prod = prod.reshape(f, 2, n * v, 2, d)  # [re|im of x] × [re|im of H]
+  prod = prod.reshape(f, 2, rows, 2, d)  # [re|im of x] × [re|im of H]
   y_re = prod[:, 0, :, 0] - prod[:, 1, :, 1]
   y_im = prod[:, 0, :, 1] + prod[:, 1, :, 0]
-  ys = jnp.stack([y_re, y_im], axis=1).reshape(2 * f, n * v * d)
-  return jnp.dot(jnp.asarray(idft, dtype), ys).reshape(t, n, v, d)
+  ys = jnp.stack([y_re, y_im], axis=1).reshape(2 * f, rows * d)
+  y = jnp.dot(jnp.asarray(idft, dtype), ys).reshape(out_frames, blocks, n, v, d)
+  if blocks == 1:
+    return y.reshape(t, n, v, d)
+  return jnp.swapaxes(y, 0, 1).reshape(blocks * out_frames, n, v, d)[:t]
 
 
 TEMPORAL_CONV_IMPLS = ('auto', 'dft', 'fft', 'dots', 'xla')
 
-# 'dft' costs T·2F ≈ T² multiply-adds per channel for each transform: past this many
-# frames 'auto' takes the FFT instead (NTU clips have at most 300).
-_DFT_MAX_FRAMES = 600
 
-
-def resolve_temporal_conv(impl: str, num_frames: int) -> str:
-  """The implementation 'auto' stands for on this backend at this clip length."""
+def resolve_temporal_conv(impl: str) -> str:
+  """The implementation 'auto' stands for on this backend."""
   if impl != 'auto':
     return impl
-  if jax.default_backend() != 'cpu':
-    return 'xla'
-  return 'dft' if num_frames <= _DFT_MAX_FRAMES else 'fft'
+  return 'dft' if jax.default_backend() == 'cpu' else 'xla'
 
 
-def frames_major(impl: str, num_frames: int) -> bool:
+def frames_major(impl: str) -> bool:
   """Whether the network keeps its activations frames-major, (T, N·M, V, C).
 
   'dft' transforms over the leading axis, so with frames first it needs no transposes;
   the other implementations convolve (N·M, T, V, C).
   """
-  return resolve_temporal_conv(impl, num_frames) == 'dft'
+  return resolve_temporal_conv(impl) == 'dft'
 
 
 def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto',
@@ -253,17 +311,16 @@ def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto',
     'fft'   a product per frequency between FFTs over frames (≈4× fewer multiply-adds
             for k = 9);
     'dft'   the same product per frequency with the DFT and its inverse as matrix
-            products on frames-major data: more multiply-adds than 'fft' but no FFT and
-            no transposes, the fastest on CPU;
-    'auto'  'dft' on CPU ('fft' for clips over 600 frames), 'xla' elsewhere (GPU and
-            TPU convolutions are fast).
+            products on frames-major data, over overlapping blocks of frames where
+            that saves multiply-adds: no FFT and no transposes, the fastest on CPU;
+    'auto'  'dft' on CPU, 'xla' elsewhere (GPU and TPU convolutions are fast).
   'fft' and 'dft' run a stride-s convolution as a stride-1 one over groups of s frames.
   'dft' works frames-major and the others batch-major: the other layout costs a
   transpose on each side. BENCHMARKS.md has the measurements.
   """
   if time_axis not in (0, 1):
     raise ValueError(f'time_axis must be 0 (frames-major) or 1, got {time_axis}')
-  impl = resolve_temporal_conv(impl, x.shape[time_axis])
+  impl = resolve_temporal_conv(impl)
   if impl == 'dft':
     if time_axis == 1:
       return jnp.swapaxes(_temporal_conv_dft(jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
@@ -484,7 +541,7 @@ class SpatioTemporalNet(nn.Module):
     x = _batch_norm(train, self.dtype, axis=(2, 3, 4), name='data_bn')(x)
     # Persons fold into the batch, (N·M, T, V, C), or frames-major (T, N·M, V, C) when
     # the temporal convolution works that way (`frames_major`).
-    time_axis = 0 if frames_major(self.temporal_conv, t) else 1
+    time_axis = 0 if frames_major(self.temporal_conv) else 1
     if time_axis == 0:
       x = jnp.transpose(x, (1, 0, 2, 3, 4)).reshape(t, n * m, v, c)
     else:

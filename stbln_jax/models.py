@@ -180,8 +180,8 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
 def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
   """Multiply-adds per node of 'dft' over `frames` frames, in blocks or in one piece.
 
-  The transforms cost 2F·L·C and B·2F·D per piece of B output frames read from L input
-  frames (F = L/2 + 1 frequencies), the product per frequency 4F·C·D. One piece has
+  The transforms cost 3F·L·C and B·3F·D per piece of B output frames read from L input
+  frames (F = L/2 + 1 frequencies), the products per frequency 3F·C·D. One piece has
   B = T and L = T + k/2; overlapping blocks have L = B + k - 1 and ceil(T/B) pieces.
   """
   if block is None:
@@ -189,7 +189,7 @@ def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
   else:
     pieces, out, length = -(-frames // block), block, block + taps - 1
   f = length // 2 + 1
-  return pieces * (2 * f * length * c + 4 * f * c * d + out * 2 * f * d)
+  return pieces * 3 * f * (length * c + c * d + out * d)
 
 
 def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
@@ -250,30 +250,32 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   in_frames = x.shape[0]
   f = length // 2 + 1
   freqs = np.arange(f)
-  # Forward DFT, rows (frequency, re/im): X_re = Σ_t x cos(2πft/L), X_im = -Σ_t x sin(..).
+  # The product per frequency, X·H with X = A + iB and H = H_re + iH_im, takes three real
+  # products instead of four: k1 = (A + B)·H_re, k2 = A·(H_im - H_re), k3 = B·(H_re + H_im)
+  # give Y_re = k1 - k3 and Y_im = k1 + k2. The forward DFT computes A + B, A and B
+  # (rows (frequency, 3)), and the inverse takes k1, k2, k3 as they come:
+  # y = Σ_f E_re·Y_re + E_im·Y_im = Σ_f (E_re + E_im)·k1 + E_im·k2 - E_re·k3.
   angle = 2 * np.pi * np.outer(freqs, np.arange(in_frames)) / length
-  dft = np.stack([np.cos(angle), -np.sin(angle)], axis=1).reshape(2 * f, in_frames)
+  a, b = np.cos(angle), -np.sin(angle)  # A = Σ_t x cos(2πft/L), B = -Σ_t x sin(2πft/L)
+  dft = np.stack([a + b, a, b], axis=1).reshape(3 * f, in_frames)
   # Inverse real DFT for the output frames: weights 1/L for f = 0 and L/2, 2/L otherwise.
   weight = np.full(f, 2.0 / length)
   weight[0] = 1.0 / length
   if length % 2 == 0:
     weight[-1] = 1.0 / length
   angle = 2 * np.pi * np.outer(np.arange(out_frames), freqs) / length
-  idft = np.stack([np.cos(angle) * weight, -np.sin(angle) * weight],
-                  axis=2).reshape(out_frames, 2 * f)
-  spec = _kernel_spectrum(kernel, left, length)
-  h = jnp.concatenate([spec[0], spec[1]], axis=-1)  # (F, C, 2D): [H_re | H_im]
+  e_re, e_im = np.cos(angle) * weight, -np.sin(angle) * weight
+  idft = np.stack([e_re + e_im, e_im, -e_re], axis=2).reshape(out_frames, 3 * f)
+  h_re, h_im = _kernel_spectrum(kernel, left, length)  # (F, C, D) each
+  h = jnp.stack([h_re, h_im - h_re, h_re + h_im], axis=1).reshape(3 * f, c, d)
 
   dtype = x.dtype
   rows = blocks * n * v
   xs = jnp.dot(jnp.asarray(dft, dtype), x.reshape(in_frames, rows * c))
-  xs = xs.reshape(f, 2 * rows, c)  # per frequency: rows [re parts; im parts]
-  prod = jax.lax.dot_general(xs, h.astype(dtype), (((2,), (1,)), ((0,), (0,))))
-  prod = prod.reshape(f, 2, rows, 2, d)  # [re|im of x] × [re|im of H]
-  y_re = prod[:, 0, :, 0] - prod[:, 1, :, 1]
-  y_im = prod[:, 0, :, 1] + prod[:, 1, :, 0]
-  ys = jnp.stack([y_re, y_im], axis=1).reshape(2 * f, rows * d)
-  y = jnp.dot(jnp.asarray(idft, dtype), ys).reshape(out_frames, blocks, n, v, d)
+  prods = jax.lax.dot_general(xs.reshape(3 * f, rows, c), h.astype(dtype),
+                              (((2,), (1,)), ((0,), (0,))))  # (3F, rows, D): k1, k2, k3
+  y = jnp.dot(jnp.asarray(idft, dtype), prods.reshape(3 * f, rows * d))
+  y = y.reshape(out_frames, blocks, n, v, d)
   if blocks == 1:
     return y.reshape(t, n, v, d)
   return jnp.swapaxes(y, 0, 1).reshape(blocks * out_frames, n, v, d)[:t]

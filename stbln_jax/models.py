@@ -424,17 +424,26 @@ class _Projection(nn.Module):
     return _batch_norm(train, self.dtype, name='bn')(y)
 
 
-def _relu_output(y: Array) -> Array:
-  """ReLU(y) for a layer's output, computed once into memory on CPU.
+def materialize_outputs(impl: str) -> bool:
+  """Whether layers compute their output once into memory (`_relu_output`).
+
+  On CPU, except with XLA's own convolution: that path is the one FLOP counts are taken
+  from, and the conditional would add its comparisons to them.
+  """
+  return jax.default_backend() == 'cpu' and resolve_temporal_conv(impl) != 'xla'
+
+
+def _relu_output(y: Array, materialize: bool = True) -> Array:
+  """ReLU(y) for a layer's output; with `materialize`, computed once into memory.
 
   A layer's output feeds the next layer's mixer and its residual path. XLA's CPU
   backend fuses the elementwise BN + residual + ReLU chain into both consumers, and
   with identity residuals the chain reaches back through every earlier layer of the
-  stage: each layer recomputed all of them (BENCHMARKS.md, attempt 10). A conditional
+  stage: each layer recomputed all of them (BENCHMARKS.md, attempt 9). A conditional
   is a fusion boundary that XLA cannot remove when its predicate is known only at run
   time; both branches compute the same ReLU.
   """
-  if jax.default_backend() != 'cpu':
+  if not materialize:
     return nn.relu(y)
   first = jax.lax.index_in_dim(y.reshape(-1), 0, keepdims=False)
   return jax.lax.cond(first > 0, nn.relu, lambda a: jnp.where(a > 0, a, 0).astype(a.dtype), y)
@@ -462,6 +471,7 @@ class STLayer(nn.Module):
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
   time_axis: int = 1
+  materialize_output: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -487,7 +497,7 @@ class STLayer(nn.Module):
       else:
         y = y + _Projection(self.features, v_out, self.stride, self.dtype, self.time_axis,
                             name='residual_t')(x, train)
-    return _relu_output(y)
+    return _relu_output(y, self.materialize_output)
 
 
 class AggregatedLayer(nn.Module):
@@ -502,6 +512,7 @@ class AggregatedLayer(nn.Module):
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
   time_axis: int = 1
+  materialize_output: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -516,7 +527,7 @@ class AggregatedLayer(nn.Module):
     else:
       y = y + _Projection(self.features, 1, self.stride, self.dtype, self.time_axis,
                           name='residual_t')(x, train)
-    return _relu_output(y)
+    return _relu_output(y, self.materialize_output)
 
 
 class SpatioTemporalNet(nn.Module):
@@ -544,6 +555,7 @@ class SpatioTemporalNet(nn.Module):
     # Persons fold into the batch, (N·M, T, V, C), or frames-major (T, N·M, V, C) when
     # the temporal convolution works that way (`frames_major`).
     time_axis = 0 if frames_major(self.temporal_conv) else 1
+    materialize = materialize_outputs(self.temporal_conv)
     if time_axis == 0:
       x = jnp.transpose(x, (1, 0, 2, 3, 4)).reshape(t, n * m, v, c)
     else:
@@ -560,13 +572,14 @@ class SpatioTemporalNet(nn.Module):
       name = f'layer_{i}'
       if lam is not None and i > lam:
         x = AggregatedLayer(features, stride, self.temporal_kernel, self.dtype,
-                            self.temporal_conv, time_axis, name=name)(x, train)
+                            self.temporal_conv, time_axis, materialize, name=name)(x, train)
       else:
         x = STLayer(features, self.mixer, stride, adjacency=adjacency,
                     num_nodes_out=1 if i == lam else None,
                     symmetric_rank=self.symmetric_rank, residual=i > 1,
                     temporal_kernel=self.temporal_kernel, dtype=self.dtype,
                     temporal_conv=self.temporal_conv, time_axis=time_axis,
+                    materialize_output=materialize,
                     name=name)(x, train)
 
     # Global average pool over T and V.

@@ -6,7 +6,7 @@ It writes 600 synthetic `.skeleton` files (10 actions × 10 subjects × 3 camera
 2 replications, `stbln_jax.data.synthetic`) under <workdir>/data, builds them with
 the `ntu_rgbd/xview` builder (train on cameras 2 and 3, test on camera 1), trains a
 4-layer ST-BLN on 64-frame clips for 16 epochs and evaluates it on the unseen
-camera (about 1.5 minutes on 2 CPU cores). The actions differ by how they unfold,
+camera (about a minute on 2 CPU cores). The actions differ by how they unfold,
 not by a held pose, so a clip holds nearly the whole action and the model must
 learn the motion to recognise the new view. Layer 3 aggregates the 25 joints into
 one node (λ = 3, Fig. 3 of the paper), which halves the step time on a CPU. Labels

@@ -195,9 +195,9 @@ def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
 def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   """Output frames per block for 'dft', or None for one transform over the whole clip.
 
-  Overlap-save: short blocks make the transforms ≈ L²/B instead of T² per channel, at
-  the price of more frequencies per frame in the product (≈ 2(B + k)/B instead of
-  ≈ 2) and a copy of the overlapping windows. Blocks are taken when they save at least
+  Overlap-save: short blocks make the transforms ≈ L²/B instead of ≈ T per frame and
+  channel, at the price of more frequencies per output frame in the products (≈ (B + k)/2B
+  instead of ≈ 1/2) and a copy of the overlapping windows. Blocks are taken when they save at least
   a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip.
   """
   best = min(range(taps, max(frames // 2, taps) + 1),
@@ -225,9 +225,9 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   """The same product per frequency as 'fft', with the transforms done as matrix products.
 
   Takes and returns frames-major activations, (T, N, V, C) → (ceil(T/s), N, V, D). The
-  DFT over frames is a (2F × T) matrix and its inverse a (T × 2F) one, so the whole
-  convolution is three matrix products with no FFT: X = D·x, Y_f = X_f·H_f for each
-  frequency (real and imaginary parts stacked, one batched product), y = E·Y. Where it
+  DFT over frames is a (3F × T) matrix (three real rows per frequency, see below) and
+  its inverse a (T × 3F) one, so the whole convolution is three matrix products with no
+  FFT: X = D·x, the products per frequency (one batched product), y = E·Y. Where it
   saves multiply-adds (`_dft_block`) the clip is cut into blocks of B output frames,
   each transformed with the k - 1 frames it overlaps its neighbours by (overlap-save):
   the blocks sit side by side in the columns of the same three products.

@@ -207,16 +207,27 @@ def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   return None
 
 
-def _overlapping_windows(x: Array, block: int, length: int, blocks: int) -> Array:
-  """(length, blocks, ...) with [l, j] = x[j·block + l], frames-major, from reshapes.
+def _frame_range(x: Array, first: int, count: int) -> Array:
+  """Frames first .. first + count - 1 of frames-major `x`, zeros outside the clip."""
+  before = min(max(-first, 0), count)
+  after = min(max(first + count - x.shape[0], 0), count - before)
+  start = first + before
+  inside = x[start:start + count - before - after]
+  return jnp.pad(inside, [(before, after)] + [(0, 0)] * (x.ndim - 1))
 
-  `x` needs (blocks + ceil(length/block) - 1)·block frames. Built from reshapes and
-  transposes of whole frames (and not `length` strided slices) so that the gradient is
-  as cheap as the forward copy.
+
+def _overlapping_windows(x: Array, offset: int, block: int, length: int,
+                         blocks: int) -> Array:
+  """(length, blocks, ...) with [l, j] = x[j·block + l - offset] (zero outside the clip).
+
+  Frames-major. Built from reshapes and transposes of whole frames (and not `length`
+  strided slices) so that the gradient is as cheap as the forward copy, with each part
+  padded on its own so that XLA fuses the padding into the copy.
   """
   parts = []
   for start in range(0, length, block):
-    segment = x[start:start + blocks * block].reshape(blocks, block, *x.shape[1:])
+    segment = _frame_range(x, start - offset, blocks * block)
+    segment = segment.reshape(blocks, block, *x.shape[1:])
     parts.append(jnp.swapaxes(segment[:, :min(block, length - start)], 0, 1))
   return jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
 
@@ -243,9 +254,7 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
     # window x[jB - left, jB - left + L): a circular convolution of length L = B + k - 1
     # that never wraps for those u, with the kernel placed at offset 0.
     blocks, out_frames, length = -(-t // block), block, block + k - 1
-    windows_needed = blocks + -(-length // block) - 1
-    x = jnp.pad(x, ((left, windows_needed * block - t - left), (0, 0), (0, 0), (0, 0)))
-    x = _overlapping_windows(x, block, length, blocks)  # (L, blocks, N, V, C)
+    x = _overlapping_windows(x, left, block, length, blocks)  # (L, blocks, N, V, C)
     left = 0
   in_frames = x.shape[0]
   f = length // 2 + 1

@@ -80,6 +80,13 @@ def test_dft_works_in_blocks_where_that_saves_multiply_adds():
             < 0.8 * models._dft_macs(frames, 9, c, c, None))
 
 
+def test_frame_range_pads_with_zeros_outside_the_clip():
+  x = jnp.arange(1.0, 6.0)[:, None]  # frames 0..4 hold 1..5
+  for first, count in [(-2, 4), (-3, 10), (0, 5), (3, 4), (7, 3), (-9, 3), (2, 1)]:
+    want = [i + 1.0 if 0 <= i < 5 else 0.0 for i in range(first, first + count)]
+    np.testing.assert_array_equal(models._frame_range(x, first, count)[:, 0], want)
+
+
 @pytest.mark.parametrize('impl', ['dots', 'fft', 'dft'])
 @pytest.mark.parametrize('frames,taps,stride', _CONV_CASES)
 def test_temporal_conv_matches_xla_convolution_in_value_and_gradient(impl, frames, taps, stride):

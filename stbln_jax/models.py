@@ -180,16 +180,26 @@ def _temporal_conv_fft(x: Array, kernel: Array, stride: int) -> Array:
 def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
   """Multiply-adds per node of 'dft' over `frames` frames, in blocks or in one piece.
 
-  The transforms cost 3F·L·C and B·3F·D per piece of B output frames read from L input
-  frames (F = L/2 + 1 frequencies), the products per frequency 3F·C·D. One piece has
-  B = T and L = T + k/2; overlapping blocks have L = B + k - 1 and ceil(T/B) pieces.
+  With R = `_dft_rows(L)` real products (three per frequency, one at the real ones) the
+  transforms cost R·L·C and B·R·D per piece of B output frames read from L input frames,
+  the products R·C·D. One piece has B = T and L = T + k/2; overlapping blocks have
+  L = B + k - 1 and ceil(T/B) pieces.
   """
   if block is None:
     pieces, out, length = 1, frames, frames + taps // 2
   else:
     pieces, out, length = -(-frames // block), block, block + taps - 1
-  f = length // 2 + 1
-  return pieces * 3 * f * (length * c + c * d + out * d)
+  return pieces * _dft_rows(length) * (length * c + c * d + out * d)
+
+
+def _dft_rows(length: int) -> int:
+  """Real products per channel pair in 'dft' over L frames.
+
+  Three per frequency, F = L/2 + 1 of them, and one at the frequencies where the DFT of
+  a real signal is real: 0 and, for even L, L/2.
+  """
+  real = 2 if length % 2 == 0 else 1
+  return 3 * (length // 2 + 1) - 2 * real
 
 
 def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
@@ -236,12 +246,13 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   """The same product per frequency as 'fft', with the transforms done as matrix products.
 
   Takes and returns frames-major activations, (T, N, V, C) → (ceil(T/s), N, V, D). The
-  DFT over frames is a (3F × T) matrix (three real rows per frequency, see below) and
-  its inverse a (T × 3F) one, so the whole convolution is three matrix products with no
-  FFT: X = D·x, the products per frequency (one batched product), y = E·Y. Where it
-  saves multiply-adds (`_dft_block`) the clip is cut into blocks of B output frames,
-  each transformed with the k - 1 frames it overlaps its neighbours by (overlap-save):
-  the blocks sit side by side in the columns of the same three products.
+  DFT over frames is an (R × T) matrix (three real rows per frequency, one at the real
+  frequencies, see below) and its inverse a (T × R) one, so the whole convolution is
+  three matrix products with no FFT: X = D·x, the products per frequency (one batched
+  product), y = E·Y. Where it saves multiply-adds (`_dft_block`) the clip is cut into
+  blocks of B output frames, each transformed with the k - 1 frames it overlaps its
+  neighbours by (overlap-save): the blocks sit side by side in the columns of the same
+  three products.
   """
   x, kernel, left, length = _stride_one(x, kernel, stride, time_axis=0)
   t, n, v, c = x.shape
@@ -277,13 +288,20 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   idft = np.stack([e_re + e_im, e_im, -e_re], axis=2).reshape(out_frames, 3 * f)
   h_re, h_im = _kernel_spectrum(kernel, left, length)  # (F, C, D) each
   h = jnp.stack([h_re, h_im - h_re, h_re + h_im], axis=1).reshape(3 * f, c, d)
+  # At the real frequencies (f = 0 and, for even L, f = L/2) B, H_im and E_im vanish, so
+  # k1 = A·H_re is the whole product: k2 and k3 (rows 1, 2 and, for even L, the last
+  # two) are left out, which keeps rows 0 and 3 .. r + 1.
+  r = _dft_rows(length)
+  dft = np.concatenate([dft[:1], dft[3:r + 2]])
+  idft = np.concatenate([idft[:, :1], idft[:, 3:r + 2]], axis=1)
+  h = jnp.concatenate([h[:1], h[3:r + 2]])
 
   dtype = x.dtype
   rows = blocks * n * v
   xs = jnp.dot(jnp.asarray(dft, dtype), x.reshape(in_frames, rows * c))
-  prods = jax.lax.dot_general(xs.reshape(3 * f, rows, c), h.astype(dtype),
-                              (((2,), (1,)), ((0,), (0,))))  # (3F, rows, D): k1, k2, k3
-  y = jnp.dot(jnp.asarray(idft, dtype), prods.reshape(3 * f, rows * d))
+  prods = jax.lax.dot_general(xs.reshape(r, rows, c), h.astype(dtype),
+                              (((2,), (1,)), ((0,), (0,))))  # (R, rows, D): k1, k2, k3
+  y = jnp.dot(jnp.asarray(idft, dtype), prods.reshape(r, rows * d))
   y = y.reshape(out_frames, blocks, n, v, d)
   if blocks == 1:
     return y.reshape(t, n, v, d)

@@ -58,7 +58,7 @@ def test_bfloat16_logits_agree_with_float32_and_parameters_stay_float32():
 # (frames, kernel taps, stride): odd and even kernels, strides 1-3, clips shorter than
 # the kernel (the deepest layers of a short clip), frame counts not divisible by s, and
 # clips long enough for 'dft' to work in overlapping blocks (61 frames: 7 blocks of 9,
-# the last one partly past the end; stride 2: 7 blocks of 5 frame pairs).
+# the last one partly past the end; stride 2: 4 blocks of 8 frame pairs).
 _CONV_CASES = [(11, 9, 1), (11, 9, 2), (12, 9, 2), (17, 9, 3), (3, 9, 1), (4, 9, 2),
                (10, 4, 2), (7, 1, 1), (61, 9, 1), (61, 9, 2)]
 
@@ -66,7 +66,7 @@ _CONV_CASES = [(11, 9, 1), (11, 9, 2), (12, 9, 2), (17, 9, 3), (3, 9, 1), (4, 9,
 def test_dft_works_in_blocks_where_that_saves_multiply_adds():
   # The cases above that exercise the blocks.
   assert models._dft_block(61, 9, 4, 5) == 9
-  assert models._dft_block(31, 5, 8, 5) == 5  # stride 2: 31 frame pairs, 8 channels
+  assert models._dft_block(31, 5, 8, 5) == 8  # stride 2: 31 frame pairs, 8 channels
   assert models._dft_block(11, 9, 4, 5) is None
   # The paper's network at T = 300: blocks in the 64- and 128-channel layers (stride 2
   # included), one transform over the clip in the 256-channel ones.
@@ -78,6 +78,15 @@ def test_dft_works_in_blocks_where_that_saves_multiply_adds():
     block = models._dft_block(frames, 9, c, c)
     assert (models._dft_macs(frames, 9, c, c, block)
             < 0.8 * models._dft_macs(frames, 9, c, c, None))
+
+
+def test_dft_takes_one_real_product_where_the_spectrum_of_a_real_signal_is_real():
+  x = np.random.default_rng(0).normal(size=40)
+  for length in range(1, 41):
+    spectrum = np.fft.rfft(x[:length])
+    real = int(np.sum(np.abs(spectrum.imag) < 1e-9))
+    assert real == (2 if length % 2 == 0 else 1)
+    assert models._dft_rows(length) == 3 * (len(spectrum) - real) + real
 
 
 def test_frame_range_pads_with_zeros_outside_the_clip():

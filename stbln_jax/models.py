@@ -207,8 +207,8 @@ def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
 
   Overlap-save: short blocks make the transforms ≈ L²/B instead of ≈ T per frame and
   channel, at the price of more frequencies per output frame in the products (≈ (B + k)/2B
-  instead of ≈ 1/2) and a copy of the overlapping windows. Blocks are taken when they save at least
-  a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip.
+  instead of ≈ 1/2) and a copy of the overlapping windows. Blocks are taken when they save
+  at least a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip.
   """
   best = min(range(taps, max(frames // 2, taps) + 1),
              key=lambda b: _dft_macs(frames, taps, c, d, b))
@@ -350,16 +350,14 @@ def temporal_conv(x: Array, kernel: Array, stride: int = 1, impl: str = 'auto',
   if time_axis not in (0, 1):
     raise ValueError(f'time_axis must be 0 (frames-major) or 1, got {time_axis}')
   impl = resolve_temporal_conv(impl)
-  if impl == 'dft':
-    if time_axis == 1:
-      return jnp.swapaxes(_temporal_conv_dft(jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
-    return _temporal_conv_dft(x, kernel, stride)
-  convs = {'fft': _temporal_conv_fft, 'dots': _temporal_conv_dots, 'xla': _temporal_conv_xla}
+  convs = {'dft': _temporal_conv_dft, 'fft': _temporal_conv_fft, 'dots': _temporal_conv_dots,
+           'xla': _temporal_conv_xla}
   if impl not in convs:
     raise ValueError(f'unknown temporal convolution {impl!r}; choose one of {TEMPORAL_CONV_IMPLS}')
-  if time_axis == 0:
-    return jnp.swapaxes(convs[impl](jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
-  return convs[impl](x, kernel, stride)
+  native_time_axis = 0 if impl == 'dft' else 1
+  if time_axis == native_time_axis:
+    return convs[impl](x, kernel, stride)
+  return jnp.swapaxes(convs[impl](jnp.swapaxes(x, 0, 1), kernel, stride), 0, 1)
 
 
 class _ConvKernel(nn.Module):

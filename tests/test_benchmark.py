@@ -134,6 +134,8 @@ def test_temporal_conv_frames_major_layout_gives_the_same_values_and_gradients(i
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match='time_axis'):
     models.temporal_conv(x, kernel, 2, impl, time_axis=2)
+  with pytest.raises(ValueError, match="unknown temporal convolution 'winograd'"):
+    models.temporal_conv(x, kernel, 2, 'winograd')
 
 
 @pytest.mark.parametrize('first', [1.0, -1.0])

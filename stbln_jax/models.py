@@ -101,24 +101,22 @@ def _fft_length(n: int) -> int:
     m += 1
 
 
-def _polyphase(x: Array, kernel: Array, stride: int, left: int, time_axis: int = 1):
-  """A stride-s convolution as a stride-1 convolution over groups of s frames.
+def _phase_taps(k: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+  """(a, b) per tap i of a k-tap kernel with i - left = s·a + b, 0 ≤ b < s, left = (k-1)//2.
 
-  y[t] = Σ_i w[i] x[s·t + i - left]. Writing i - left = s·a + b (0 ≤ b < s) makes it
-  y[t] = Σ_a w'[a] x'[t + a] with x'[τ] = (x[s·τ], ..., x[s·τ + s - 1]) on the channel
-  axis (s·C channels) and w'[a] the matching (s·C, D) block of taps, zero where
-  s·a + b + left falls outside the kernel. `x` is (N, T, V, C) with `time_axis=1` or
-  (T, N, V, C) with 0; returns x' in the same layout with ceil(T/s) frames and s·C
-  channels, w' and the new left offset.
+  Tap i of a stride-s convolution, y[t] = Σ_i w[i] x[s·t + i - left], reads phase b of
+  the frame group t + a (`_phase_groups`).
+  """
+  return np.divmod(np.arange(k) - (k - 1) // 2, stride)
+
+
+def _phase_groups(x: Array, stride: int, time_axis: int = 1) -> Array:
+  """Groups of s frames on the channel axis: x'[τ] = (x[s·τ], ..., x[s·τ + s - 1]).
+
+  `x` is (N, T, V, C) with `time_axis=1` or (T, N, V, C) with 0; returns the same layout
+  with ceil(T/s) frames (the last group zero-padded) and s·C channels, phase-major.
   """
   t = x.shape[time_axis]
-  k, _, _, d = kernel.shape
-  a_min = -(left // stride) if left % stride == 0 else -(left // stride) - 1
-  a_max = (k - 1 - left) // stride
-  taps = a_max - a_min + 1
-  first = stride * a_min + left  # kernel index of w'[0]'s first phase (≤ 0)
-  kernel = jnp.pad(kernel, ((-first, taps * stride - k + first), (0, 0), (0, 0), (0, 0)))
-  kernel = kernel.reshape(taps, 1, stride * kernel.shape[2], d)
   t_out = -(-t // stride)
   pad = [(0, 0)] * 4
   pad[time_axis] = (0, t_out * stride - t)
@@ -126,7 +124,24 @@ def _polyphase(x: Array, kernel: Array, stride: int, left: int, time_axis: int =
   shape = list(x.shape)
   shape[time_axis:time_axis + 1] = [t_out, stride]
   x = jnp.moveaxis(x.reshape(shape), time_axis + 1, -2)  # the phase next to the channels
-  return x.reshape(*x.shape[:-2], -1), kernel, -a_min
+  return x.reshape(*x.shape[:-2], -1)
+
+
+def _polyphase(x: Array, kernel: Array, stride: int, time_axis: int = 1):
+  """A stride-s convolution as a stride-1 convolution over groups of s frames.
+
+  y[t] = Σ_i w[i] x[s·t + i - left]. Writing i - left = s·a + b (0 ≤ b < s) makes it
+  y[t] = Σ_a w'[a] x'[t + a] with x' = `_phase_groups(x)` (s·C channels) and w'[a] the
+  matching (s·C, D) block of taps, zero where s·a + b + left falls outside the kernel.
+  Returns x', w' and the new left offset.
+  """
+  k, _, _, d = kernel.shape
+  a, _ = _phase_taps(k, stride)
+  taps = a[-1] - a[0] + 1
+  first = stride * a[0] + (k - 1) // 2  # kernel index of w'[0]'s first phase (≤ 0)
+  kernel = jnp.pad(kernel, ((-first, taps * stride - k + first), (0, 0), (0, 0), (0, 0)))
+  kernel = kernel.reshape(taps, 1, stride * kernel.shape[2], d)
+  return _phase_groups(x, stride, time_axis), kernel, int(-a[0])
 
 
 def _stride_one(x: Array, kernel: Array, stride: int, time_axis: int = 1):
@@ -138,7 +153,7 @@ def _stride_one(x: Array, kernel: Array, stride: int, time_axis: int = 1):
   k = kernel.shape[0]
   left = (k - 1) // 2
   if stride > 1:
-    x, kernel, left = _polyphase(x, kernel, stride, left, time_axis)
+    x, kernel, left = _polyphase(x, kernel, stride, time_axis)
     k = kernel.shape[0]
   return x, kernel, left, max(x.shape[time_axis] + max(left, k - 1 - left), k)
 
@@ -242,6 +257,27 @@ def _overlapping_windows(x: Array, offset: int, block: int, length: int,
   return jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
 
 
+def _kernel_rows(kernel_size: int, stride: int, shift: int, length: int) -> np.ndarray:
+  """G, (R·s, k), with G·w the kernel's rows of the product per frequency in 'dft'.
+
+  w is the kernel as (k, C·D). For tap i (group offset a, phase b, `_phase_taps`) placed
+  at circular offset a - shift in L frames, the spectrum of phase b's (C, D) block is
+  H[f] = Σ_i w[i] exp(2πi·f·(a - shift)/L), and 'dft' multiplies by the rows H_re,
+  H_im - H_re and H_re + H_im of each frequency, less the two dead ones at each real
+  frequency (`_dft_rows`). Row ρ·s + b of G gives row ρ for phase b, so that G·w
+  reshapes to (R, s·C, D) in the order of `_phase_groups`' channels.
+  """
+  a, b = _phase_taps(kernel_size, stride)
+  angle = 2 * np.pi * np.outer(np.arange(length // 2 + 1), a - shift) / length
+  re, im = np.cos(angle), np.sin(angle)
+  rows = np.stack([re, im - re, re + im], axis=1).reshape(-1, kernel_size)
+  r = _dft_rows(length)
+  rows = np.concatenate([rows[:1], rows[3:r + 2]])
+  g = np.zeros((r, stride, kernel_size))
+  g[:, b, np.arange(kernel_size)] = rows
+  return g.reshape(r * stride, kernel_size)
+
+
 def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   """The same product per frequency as 'fft', with the transforms done as matrix products.
 
@@ -254,19 +290,28 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   neighbours by (overlap-save): the blocks sit side by side in the columns of the same
   three products.
   """
-  x, kernel, left, length = _stride_one(x, kernel, stride, time_axis=0)
+  # A stride-s convolution runs as a stride-1 one over groups of s frames (s·C channels,
+  # `_phase_groups`) with taps a_min .. a_max: y[t] = Σ_a w'[a] x'[t + a].
+  kernel_size, _, c_in, d = kernel.shape
+  offsets, _ = _phase_taps(kernel_size, stride)
+  a_min, a_max = int(offsets[0]), int(offsets[-1])
+  k = a_max - a_min + 1
+  if stride > 1:
+    x = _phase_groups(x, stride, time_axis=0)
   t, n, v, c = x.shape
-  k, d = kernel.shape[0], kernel.shape[-1]
+  # One transform over the clip, long enough that the circular convolution never wraps.
+  length = max(t + max(-a_min, a_max), k)
+  shift = 0  # the spectrum's tap a is the kernel placed at circular offset a - shift
   block = _dft_block(t, k, c, d)
   if block is None:
     blocks, out_frames = 1, t
   else:
-    # Block j computes y[jB + u] = Σ_i w[i] x[jB + u + i - left] for u < B from the
-    # window x[jB - left, jB - left + L): a circular convolution of length L = B + k - 1
+    # Block j computes y[jB + u] = Σ_a w'[a] x'[jB + u + a] for u < B from the window
+    # x'[jB + a_min, jB + a_min + L): a circular convolution of length L = B + k - 1
     # that never wraps for those u, with the kernel placed at offset 0.
     blocks, out_frames, length = -(-t // block), block, block + k - 1
-    x = _overlapping_windows(x, left, block, length, blocks)  # (L, blocks, N, V, C)
-    left = 0
+    x = _overlapping_windows(x, -a_min, block, length, blocks)  # (L, blocks, N, V, C)
+    shift = a_min
   in_frames = x.shape[0]
   f = length // 2 + 1
   freqs = np.arange(f)
@@ -286,15 +331,17 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   angle = 2 * np.pi * np.outer(np.arange(out_frames), freqs) / length
   e_re, e_im = np.cos(angle) * weight, -np.sin(angle) * weight
   idft = np.stack([e_re + e_im, e_im, -e_re], axis=2).reshape(out_frames, 3 * f)
-  h_re, h_im = _kernel_spectrum(kernel, left, length)  # (F, C, D) each
-  h = jnp.stack([h_re, h_im - h_re, h_re + h_im], axis=1).reshape(3 * f, c, d)
   # At the real frequencies (f = 0 and, for even L, f = L/2) B, H_im and E_im vanish, so
   # k1 = A·H_re is the whole product: k2 and k3 (rows 1, 2 and, for even L, the last
   # two) are left out, which keeps rows 0 and 3 .. r + 1.
   r = _dft_rows(length)
   dft = np.concatenate([dft[:1], dft[3:r + 2]])
   idft = np.concatenate([idft[:, :1], idft[:, 3:r + 2]], axis=1)
-  h = jnp.concatenate([h[:1], h[3:r + 2]])
+  # The kernel's rows H_re, H_im - H_re, H_re + H_im, in the grouped channels' order,
+  # straight from the kernel as one product (`_kernel_rows`).
+  g = jnp.asarray(_kernel_rows(kernel_size, stride, shift, length), jnp.float32)  # (R·s, k)
+  h = jnp.dot(g, kernel.reshape(kernel_size, c_in * d).astype(jnp.float32),
+              precision=jax.lax.Precision.HIGHEST).reshape(r, c, d)
 
   dtype = x.dtype
   rows = blocks * n * v

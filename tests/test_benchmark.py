@@ -89,6 +89,25 @@ def test_dft_takes_one_real_product_where_the_spectrum_of_a_real_signal_is_real(
     assert models._dft_rows(length) == 3 * (len(spectrum) - real) + real
 
 
+@pytest.mark.parametrize('taps,stride,length,blocked', [(9, 1, 20, False), (9, 2, 15, True),
+                                                        (4, 2, 12, False), (9, 3, 16, True)])
+def test_dft_kernel_rows_are_the_grouped_kernels_spectrum_rows(taps, stride, length, blocked):
+  # G·w against the rows built from the spectrum of the kernel regrouped into phases, the
+  # kernel's circular offset being its left tap (one transform) or 0 (blocks).
+  kernel = np.random.default_rng(1).normal(size=(taps, 1, 3, 2))
+  _, grouped, left = models._polyphase(jnp.zeros((1, 2 * stride, 1, 3)), jnp.asarray(kernel),
+                                       stride)
+  h_re, h_im = np.asarray(models._kernel_spectrum(grouped, 0 if blocked else left, length))
+  rows = np.stack([h_re, h_im - h_re, h_re + h_im], axis=1).reshape(-1, 3 * stride, 2)
+  r = models._dft_rows(length)
+  want = np.concatenate([rows[:1], rows[3:r + 2]])
+  shift = -left if blocked else 0
+  g = models._kernel_rows(taps, stride, shift, length)
+  assert g.shape == (r * stride, taps)
+  got = (g @ kernel.reshape(taps, -1)).reshape(r, 3 * stride, 2)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_frame_range_pads_with_zeros_outside_the_clip():
   x = jnp.arange(1.0, 6.0)[:, None]  # frames 0..4 hold 1..5
   for first, count in [(-2, 4), (-3, 10), (0, 5), (3, 4), (7, 3), (-9, 3), (2, 1)]:

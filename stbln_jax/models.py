@@ -260,11 +260,11 @@ def _overlapping_windows(x: Array, offset: int, block: int, length: int,
 def _kernel_rows(kernel_size: int, stride: int, shift: int, length: int) -> np.ndarray:
   """G, (R·s, k), with G·w the kernel's rows of the product per frequency in 'dft'.
 
-  w is the kernel as (k, C·D). For tap i (group offset a, phase b, `_phase_taps`) placed
-  at circular offset a - shift in L frames, the spectrum of phase b's (C, D) block is
-  H[f] = Σ_i w[i] exp(2πi·f·(a - shift)/L), and 'dft' multiplies by the rows H_re,
-  H_im - H_re and H_re + H_im of each frequency, less the two dead ones at each real
-  frequency (`_dft_rows`). Row ρ·s + b of G gives row ρ for phase b, so that G·w
+  w is the kernel as (k, C·D). Tap i (group offset a_i, phase b_i, `_phase_taps`) sits at
+  circular offset a_i - shift in L frames, so the spectrum of phase b's (C, D) block is
+  H_b[f] = Σ_{i: b_i = b} w[i] exp(2πi·f·(a_i - shift)/L), and 'dft' multiplies by the
+  rows H_re, H_im - H_re and H_re + H_im of each frequency, less the two dead ones at each
+  real frequency (`_dft_rows`). Row ρ·s + b of G gives row ρ for phase b, so that G·w
   reshapes to (R, s·C, D) in the order of `_phase_groups`' channels.
   """
   a, b = _phase_taps(kernel_size, stride)
@@ -301,7 +301,7 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   t, n, v, c = x.shape
   # One transform over the clip, long enough that the circular convolution never wraps.
   length = max(t + max(-a_min, a_max), k)
-  shift = 0  # the spectrum's tap a is the kernel placed at circular offset a - shift
+  shift = 0  # tap group a sits at circular offset a - shift (`_kernel_rows`)
   block = _dft_block(t, k, c, d)
   if block is None:
     blocks, out_frames = 1, t

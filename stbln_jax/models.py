@@ -217,6 +217,14 @@ def _dft_rows(length: int) -> int:
   return 3 * (length // 2 + 1) - 2 * real
 
 
+def _live_rows(length: int) -> np.ndarray:
+  """The `_dft_rows(L)` rows 'dft' keeps of its 3F rows (frequency, k1/k2/k3): 0, 3 .. R + 1.
+
+  k2 and k3 are dead at f = 0 and, for even L, at the last frequency (`_temporal_conv_dft`).
+  """
+  return np.r_[0, 3:_dft_rows(length) + 2]
+
+
 def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   """Output frames per block for 'dft', or None for one transform over the whole clip.
 
@@ -271,8 +279,8 @@ def _kernel_rows(kernel_size: int, stride: int, shift: int, length: int) -> np.n
   angle = 2 * np.pi * np.outer(np.arange(length // 2 + 1), a - shift) / length
   re, im = np.cos(angle), np.sin(angle)
   rows = np.stack([re, im - re, re + im], axis=1).reshape(-1, kernel_size)
-  r = _dft_rows(length)
-  rows = np.concatenate([rows[:1], rows[3:r + 2]])
+  rows = rows[_live_rows(length)]
+  r = len(rows)
   g = np.zeros((r, stride, kernel_size))
   g[:, b, np.arange(kernel_size)] = rows
   return g.reshape(r * stride, kernel_size)
@@ -334,9 +342,9 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   # At the real frequencies (f = 0 and, for even L, f = L/2) B, H_im and E_im vanish, so
   # k1 = A·H_re is the whole product: k2 and k3 (rows 1, 2 and, for even L, the last
   # two) are left out, which keeps rows 0 and 3 .. r + 1.
-  r = _dft_rows(length)
-  dft = np.concatenate([dft[:1], dft[3:r + 2]])
-  idft = np.concatenate([idft[:, :1], idft[:, 3:r + 2]], axis=1)
+  live = _live_rows(length)
+  r = len(live)
+  dft, idft = dft[live], idft[:, live]
   # The kernel's rows H_re, H_im - H_re, H_re + H_im, in the grouped channels' order,
   # straight from the kernel as one product (`_kernel_rows`).
   g = jnp.asarray(_kernel_rows(kernel_size, stride, shift, length), jnp.float32)  # (R·s, k)

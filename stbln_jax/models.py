@@ -231,7 +231,8 @@ def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   Overlap-save: short blocks make the transforms ≈ L²/B instead of ≈ T per frame and
   channel, at the price of more frequencies per output frame in the products (≈ (B + k)/2B
   instead of ≈ 1/2) and a copy of the overlapping windows. Blocks are taken when they save
-  at least a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip.
+  at least a fifth of the multiply-adds: the 64- and 128-channel layers of a 300-frame clip,
+  the 64-channel ones of a 64-frame clip.
   """
   best = min(range(taps, max(frames // 2, taps) + 1),
              key=lambda b: _dft_macs(frames, taps, c, d, b))

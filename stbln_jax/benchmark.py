@@ -17,8 +17,14 @@ are the network's FLOPs per step divided by the measured step time: XLA's cost a
 the figure does not change with `--temporal_conv` ('dft' and 'fft' compute the same
 result with other multiply-adds).
 
+With `--reference`, each variant is timed next to the authors' ST-BLN in PyTorch
+(`stbln_jax.torch_reference`, 55.9 GFLOPs per sample at T=300, M=2) at the same N, T and
+M, the repeats of the two alternating, and the table adds the reference's samples/s and
+our speedup over it (ratio of the medians): both see the same machine conditions.
+
 This path imports only jax, flax, optax, numpy and absl (no configuration library, no
-data pipeline), so it runs on any machine with those installed.
+data pipeline), so it runs on any machine with those installed; `--reference` also
+needs PyTorch.
 """
 
 import dataclasses
@@ -56,6 +62,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median
 _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
+_REFERENCE = flags.DEFINE_bool(
+    'reference', False, "Also time the authors' PyTorch ST-BLN at each variant's N, T, M, "
+    'alternating repeats with ours, and report the speedup (needs PyTorch).')
 
 
 # ---- Configuration ---------------------------------------------------------------
@@ -148,24 +157,46 @@ def _flops(lowered) -> float:
   return float(analysis.get('flops', 0.0)) if analysis else 0.0
 
 
-def _time_calls(call, repeats: int, steps: int, warmup: int) -> list[float]:
-  """Seconds per call of each of `repeats` repeats of `steps` calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(call())
-  times = []
+def _time_calls(calls: Sequence, repeats: int, steps: int, warmup: int) -> list[list[float]]:
+  """Seconds per call, for each call of `calls`, of `repeats` repeats of `steps` calls.
+
+  After `warmup` untimed calls each, the calls take turns repeat by repeat, so that
+  each sees the same machine conditions.
+  """
+  for call in calls:
+    for _ in range(warmup):
+      jax.block_until_ready(call())
+  times = [[] for _ in calls]
   for _ in range(repeats):
-    start = time.perf_counter()
-    out = None
-    for _ in range(steps):
-      out = call()
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / steps)
+    for call, call_times in zip(calls, times):
+      start = time.perf_counter()
+      out = None
+      for _ in range(steps):
+        out = call()
+      jax.block_until_ready(out)
+      call_times.append((time.perf_counter() - start) / steps)
   return times
 
 
+def _reference_steps(variant: Variant):
+  """(model, train_call, infer_call, info) of the PyTorch reference at the variant's shape."""
+  try:
+    from stbln_jax import torch_reference
+  except ImportError as e:
+    raise SystemExit(f'--reference: {e}') from e
+  cfg = variant.model_config()
+  return torch_reference.make_steps(variant.batch, variant.frames, variant.persons,
+                                    cfg.num_classes)
+
+
 def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
-                repeats: int = 3, steps: int = 2, warmup: int = 1, seed: int = 0) -> dict:
-  """Compiles and times one variant; returns one row of measurements."""
+                repeats: int = 3, steps: int = 2, warmup: int = 1, seed: int = 0,
+                reference: bool = False) -> dict:
+  """Compiles and times one variant; returns one row of measurements.
+
+  With `reference`, the PyTorch reference is timed at the same shape, alternating
+  repeats with ours (`reference_*` entries and our `*_speedup` over it).
+  """
   cfg = variant.model_config()
   model = models.create_model(cfg)
   shape = models.input_shape(cfg, variant.batch, variant.frames)
@@ -178,6 +209,22 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
   direct = model.clone(temporal_conv='xla')
   row: dict[str, Any] = dataclasses.asdict(variant)
   row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))
+  ref_calls = {}
+  if reference:
+    _, ref_train, ref_infer, info = _reference_steps(variant)
+    ref_calls = {'train': ref_train, 'infer': ref_infer}
+    row.update({f'reference_{k}': v for k, v in info.items()})
+
+  def timed(mode: str, call) -> float:
+    """Median seconds per step of ours (and of the reference, into `row`)."""
+    calls = [call] + ([ref_calls[mode]] if ref_calls else [])
+    times = _time_calls(calls, repeats, steps, warmup)
+    step_s = statistics.median(times[0])
+    if ref_calls:
+      ref_s = statistics.median(times[1])
+      row[f'reference_{mode}_samples_per_s'] = variant.batch / ref_s
+      row[f'{mode}_speedup'] = ref_s / step_s
+    return step_s
 
   if 'infer' in modes:
     infer = make_infer_step(model)
@@ -185,8 +232,7 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
     compiled = infer.lower(variables, x).compile()
     row['infer_compile_s'] = time.perf_counter() - start
     flops = _flops(make_infer_step(direct).lower(variables, x))
-    times = _time_calls(lambda: compiled(variables, x), repeats, steps, warmup)
-    step_s = statistics.median(times)
+    step_s = timed('infer', lambda: compiled(variables, x))
     row.update(infer_step_s=step_s, infer_samples_per_s=variant.batch / step_s,
                infer_gflops_per_sample=flops / variant.batch / 1e9,
                infer_gflop_per_s=flops / step_s / 1e9)
@@ -204,8 +250,7 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
       holder['state'], loss = compiled(holder['state'], x, labels)
       return loss
 
-    times = _time_calls(call, repeats, steps, warmup)
-    step_s = statistics.median(times)
+    step_s = timed('train', call)
     row.update(train_step_s=step_s, train_samples_per_s=variant.batch / step_s,
                train_gflops_per_sample=flops / variant.batch / 1e9,
                train_gflop_per_s=flops / step_s / 1e9)
@@ -244,6 +289,15 @@ def format_table(rows: list[dict]) -> str:
         f"{r.get('train_gflop_per_s', float('nan')):>12.1f}"
         f"{r.get('infer_gflop_per_s', float('nan')):>12.1f}"
         f"{r.get('infer_gflops_per_sample', float('nan')):>12.2f}{compile_s:>11.1f}")
+  if any('reference_params' in r for r in rows):
+    # The PyTorch reference at the same shape, and our speedup over it.
+    lines[0] += f"{'ref train/s':>13}{'ref infer/s':>13}{'× train':>9}{'× infer':>9}"
+    lines[1] = '-' * len(lines[0])
+    for i, r in enumerate(rows, start=2):
+      lines[i] += (f"{r.get('reference_train_samples_per_s', float('nan')):>13.2f}"
+                   f"{r.get('reference_infer_samples_per_s', float('nan')):>13.2f}"
+                   f"{r.get('train_speedup', float('nan')):>9.2f}"
+                   f"{r.get('infer_speedup', float('nan')):>9.2f}")
   return '\n'.join(lines)
 
 
@@ -268,7 +322,7 @@ def main(argv):
     print(' '.join(f'{k}={v}' for k, v in info.items()))
   for variant in variants_from_flags():
     row = run_variant(variant, modes=_MODES.value, repeats=_REPEATS.value, steps=_STEPS.value,
-                      warmup=_WARMUP.value)
+                      warmup=_WARMUP.value, reference=_REFERENCE.value)
     rows.append(row)
     if not _JSON.value:
       print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]),

@@ -32,7 +32,8 @@ def test_benchmark_imports_nothing_beyond_jax_flax_optax_numpy_absl():
           'print(sorted({m.split(".")[0] for m in sys.modules}))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        check=True).stdout
-  for name in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorflow', 'configs'):
+  for name in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorflow', 'configs',
+               'torch'):
     assert f"'{name}'" not in out, name
 
 

@@ -17,7 +17,7 @@ differs from the paper-faithful network in `models.py`:
 - input BN over (persons, joints, coordinates), persons folded into the batch; mean over
   frames and joints, then persons; a dense layer.
 This makes 5.24M parameters and 55.9 forward GFLOPs per sample at T = 300, M = 2 (ours:
-3.1M and ≈36), the figures of the reference measurements in BENCHMARKS.md.
+3.14M and 34.19), the figures of the reference measurements in BENCHMARKS.md.
 """
 
 from typing import Callable

@@ -20,7 +20,9 @@ result with other multiply-adds).
 With `--reference`, each variant is timed next to the authors' ST-BLN in PyTorch
 (`stbln_jax.torch_reference`, 55.9 GFLOPs per sample at T=300, M=2) at the same N, T and
 M, the repeats of the two alternating, and the table adds the reference's samples/s and
-our speedup over it (ratio of the medians): both see the same machine conditions.
+our speedup over it (ratio of the medians): both see the same machine conditions. The
+reference is always that 10-layer float32 network, whatever the variant's mixer, λ,
+depth or dtype.
 
 This path imports only jax, flax, optax, numpy and absl (no configuration library, no
 data pipeline), so it runs on any machine with those installed; `--reference` also

@@ -180,15 +180,14 @@ def _time_calls(calls: Sequence, repeats: int, steps: int, warmup: int) -> list[
   return times
 
 
-def _reference_steps(variant: Variant):
+def _reference_steps(variant: Variant, num_classes: int):
   """(model, train_call, infer_call, info) of the PyTorch reference at the variant's shape."""
   try:
     from stbln_jax import torch_reference
   except ImportError as e:
     raise SystemExit(f'--reference: {e}') from e
-  cfg = variant.model_config()
   return torch_reference.make_steps(variant.batch, variant.frames, variant.persons,
-                                    cfg.num_classes)
+                                    num_classes)
 
 
 def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
@@ -213,7 +212,7 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
   row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))
   ref_calls = {}
   if reference:
-    _, ref_train, ref_infer, info = _reference_steps(variant)
+    _, ref_train, ref_infer, info = _reference_steps(variant, cfg.num_classes)
     ref_calls = {'train': ref_train, 'infer': ref_infer}
     row.update({f'reference_{k}': v for k, v in info.items()})
 

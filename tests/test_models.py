@@ -1,10 +1,14 @@
 """The network: shapes for every mixer × λ × depth, folding, structure, config errors, cost."""
 
+import contextlib
+import io
 import itertools
 import pathlib
 import re
 
+import flax.linen as nn
 import jax
+from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -121,6 +125,74 @@ def test_spatial_bn_starts_near_zero_so_blocks_start_at_their_residual():
   np.testing.assert_allclose(real['params']['layer_2']['bn_spatial']['scale'], 1e-6)
   np.testing.assert_allclose(real['params']['layer_2']['bn_temporal']['scale'], 1.0)
   assert params['params']['head']['kernel'].shape == (64, 60)
+
+
+def _bn_loss(module, variables, weights):
+  """A loss of a BN's output and of its updated batch statistics, so both carry gradients."""
+
+  def loss(params, x):
+    y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                              x, mutable=['batch_stats'])
+    stats = updates['batch_stats']
+    return (jnp.sum(y.astype(jnp.float32) * weights)
+            + jnp.sum(3.0 * stats['mean'] + stats['var'] ** 2)), stats
+
+  return loss
+
+
+def test_batch_norm_computes_what_flax_batch_norm_computes():
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 7, 5, 6)) + 1.0
+  weights = jax.random.normal(jax.random.key(1), x.shape)
+  ours = models.BatchNorm(use_running_average=False, scale_init_value=0.7)
+  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5,
+                         scale_init=nn.initializers.constant(0.7))
+  variables = ours.init(jax.random.key(2), x)
+  # The same variables, so checkpoints of either load into the other.
+  assert (jax.tree.map(jnp.shape, variables)
+          == jax.tree.map(jnp.shape, flax_bn.init(jax.random.key(2), x)))
+  np.testing.assert_allclose(variables['params']['scale'], 0.7)
+  params = {'scale': jnp.linspace(0.5, 1.5, 6), 'bias': jnp.linspace(-1.0, 1.0, 6)}
+  grad = jax.value_and_grad(_bn_loss(ours, variables, weights), (0, 1), has_aux=True)
+  flax_grad = jax.value_and_grad(_bn_loss(flax_bn, variables, weights), (0, 1), has_aux=True)
+  (loss, stats), grads = grad(params, x)
+  (flax_loss, flax_stats), flax_grads = flax_grad(params, x)
+  np.testing.assert_allclose(loss, flax_loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves((stats, grads)), jax.tree.leaves((flax_stats, flax_grads))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Evaluation mode normalises with the running statistics.
+  trained = {'params': params, 'batch_stats': stats}
+  np.testing.assert_allclose(
+      models.BatchNorm(use_running_average=True).apply(trained, x),
+      nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(trained, x), rtol=1e-6,
+      atol=1e-6)
+
+
+def _saved_residual_bytes(fn, *args) -> list[tuple[str, int]]:
+  """(dtype, bytes) of every array `fn`'s gradient keeps from its forward pass."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    ad_checkpoint.print_saved_residuals(fn, *args)
+  sizes = []
+  for dtype, dims in re.findall(r'^(\w+)\[([\d,]*)\]', out.getvalue(), re.M):
+    sizes.append((dtype, int(np.prod([int(d) for d in dims.split(',') if d]))
+                  * {'f32': 4, 'bf16': 2}.get(dtype, 1)))
+  return sizes
+
+
+def test_batch_norm_gradient_keeps_only_its_input_in_the_compute_dtype():
+  x = jax.random.normal(jax.random.key(0), (4, 7, 5, 16), jnp.bfloat16)
+  weights = jnp.float32(1.0)  # a scalar: the loss itself keeps nothing of x's size
+  sizes = {}
+  for name, module in [
+      ('ours', models.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)),
+      ('flax', nn.BatchNorm(use_running_average=False, dtype=jnp.bfloat16))]:
+    variables = module.init(jax.random.key(1), x)
+    loss = _bn_loss(module, variables, weights)
+    sizes[name] = _saved_residual_bytes(lambda p, x: loss(p, x)[0], variables['params'], x)
+  big = [(dtype, b) for dtype, b in sizes['ours'] if b >= x.size]
+  assert big == [('bf16', 2 * x.size)]  # the input, nothing else of its size
+  # flax keeps x and x - mean in float32: about four times the bytes.
+  assert sum(b for _, b in sizes['flax']) >= 3.5 * sum(b for _, b in sizes['ours'])
 
 
 def test_a_truncated_network_does_not_reach_lambda():

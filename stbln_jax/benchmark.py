@@ -15,7 +15,9 @@ each repeat) and reports the median. Compilation time is reported separately. FL
 are the network's FLOPs per step divided by the measured step time: XLA's cost analysis
 (a multiply-add is 2 FLOPs) of the same step with the direct temporal convolution, so
 the figure does not change with `--temporal_conv` ('dft' and 'fft' compute the same
-result with other multiply-adds).
+result with other multiply-adds). `train GB` is the memory XLA says the compiled
+training step needs (arguments, outputs and temporaries). A mode that runs out of device
+memory is reported as OOM (with the error in `--json`) and the next variant runs.
 
 With `--reference`, each variant is timed next to the authors' ST-BLN in PyTorch
 (`stbln_jax.torch_reference`, 55.9 GFLOPs per sample at T=300, M=2) at the same N, T and
@@ -159,6 +161,23 @@ def _flops(lowered) -> float:
   return float(analysis.get('flops', 0.0)) if analysis else 0.0
 
 
+def _memory_gb(compiled) -> float | None:
+  """Device memory the compiled step needs: arguments, outputs and temporaries, in GB."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # not every backend reports it  # pylint: disable=broad-except
+    return None
+  if m is None:
+    return None
+  return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+          + m.temp_size_in_bytes) / 1e9
+
+
+def _out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
+
+
 def _time_calls(calls: Sequence, repeats: int, steps: int, warmup: int) -> list[list[float]]:
   """Seconds per call, for each call of `calls`, of `repeats` repeats of `steps` calls.
 
@@ -227,34 +246,44 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
       row[f'{mode}_speedup'] = ref_s / step_s
     return step_s
 
+  def measure(mode: str, compile_fn, call_fn, flops_fn) -> None:
+    """Compiles and times one mode into `row`; out of device memory, says so instead."""
+    try:
+      start = time.perf_counter()
+      compiled = compile_fn()
+      row[f'{mode}_compile_s'] = time.perf_counter() - start
+      row[f'{mode}_memory_gb'] = _memory_gb(compiled)
+      flops = flops_fn()
+      step_s = timed(mode, call_fn(compiled))
+    except jax.errors.JaxRuntimeError as e:
+      if not _out_of_memory(e):
+        raise
+      row[f'{mode}_error'] = 'out of memory: ' + str(e).strip().splitlines()[0][:300]
+      return
+    row.update({f'{mode}_step_s': step_s, f'{mode}_samples_per_s': variant.batch / step_s,
+                f'{mode}_gflops_per_sample': flops / variant.batch / 1e9,
+                f'{mode}_gflop_per_s': flops / step_s / 1e9})
+
   if 'infer' in modes:
     infer = make_infer_step(model)
-    start = time.perf_counter()
-    compiled = infer.lower(variables, x).compile()
-    row['infer_compile_s'] = time.perf_counter() - start
-    flops = _flops(make_infer_step(direct).lower(variables, x))
-    step_s = timed('infer', lambda: compiled(variables, x))
-    row.update(infer_step_s=step_s, infer_samples_per_s=variant.batch / step_s,
-               infer_gflops_per_sample=flops / variant.batch / 1e9,
-               infer_gflop_per_s=flops / step_s / 1e9)
+    measure('infer', lambda: infer.lower(variables, x).compile(),
+            lambda compiled: lambda: compiled(variables, x),
+            lambda: _flops(make_infer_step(direct).lower(variables, x)))
 
   if 'train' in modes:
     init_state, train_step = make_train_step(model)
-    state = init_state(variables)
-    start = time.perf_counter()
-    compiled = train_step.lower(state, x, labels).compile()
-    row['train_compile_s'] = time.perf_counter() - start
-    flops = _flops(make_train_step(direct)[1].lower(state, x, labels))
+    # The step donates its state: give it copies, so `variables` stays usable.
+    state = init_state(jax.tree.map(jnp.copy, variables))
     holder = {'state': state}
 
-    def call():
-      holder['state'], loss = compiled(holder['state'], x, labels)
-      return loss
+    def train_call(compiled):
+      def call():
+        holder['state'], loss = compiled(holder['state'], x, labels)
+        return loss
+      return call
 
-    step_s = timed('train', call)
-    row.update(train_step_s=step_s, train_samples_per_s=variant.batch / step_s,
-               train_gflops_per_sample=flops / variant.batch / 1e9,
-               train_gflop_per_s=flops / step_s / 1e9)
+    measure('train', lambda: train_step.lower(state, x, labels).compile(), train_call,
+            lambda: _flops(make_train_step(direct)[1].lower(state, x, labels)))
   return row
 
 
@@ -274,10 +303,19 @@ def machine() -> dict:
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
+def _cell(row: dict, key: str, width: int, digits: int) -> str:
+  """A number right-aligned in `width`; 'OOM' where that mode ran out of memory."""
+  mode = key.split('_', 1)[0]
+  if f'{mode}_error' in row and key not in row:
+    return f"{'OOM':>{width}}"
+  value = row.get(key)
+  return f"{float('nan') if value is None else value:>{width}.{digits}f}"
+
+
 def format_table(rows: list[dict]) -> str:
   head = (f"{'mixer':<10}{'λ':>5}{'L':>4}{'conv':>6}{'dtype':>10}{'N':>5}{'T':>5}{'M':>3}"
           f"{'train/s':>10}{'infer/s':>10}{'train GF/s':>12}{'infer GF/s':>12}"
-          f"{'fwd GF/smp':>12}{'compile s':>11}")
+          f"{'fwd GF/smp':>12}{'train GB':>10}{'compile s':>11}")
   lines = [head, '-' * len(head)]
   for r in rows:
     lam = '-' if r['aggregate_at'] is None else str(r['aggregate_at'])
@@ -285,11 +323,10 @@ def format_table(rows: list[dict]) -> str:
     lines.append(
         f"{r['mixer']:<10}{lam:>5}{r['num_layers']:>4}{r['temporal_conv']:>6}{r['dtype']:>10}{r['batch']:>5}"
         f"{r['frames']:>5}{r['persons']:>3}"
-        f"{r.get('train_samples_per_s', float('nan')):>10.2f}"
-        f"{r.get('infer_samples_per_s', float('nan')):>10.2f}"
-        f"{r.get('train_gflop_per_s', float('nan')):>12.1f}"
-        f"{r.get('infer_gflop_per_s', float('nan')):>12.1f}"
-        f"{r.get('infer_gflops_per_sample', float('nan')):>12.2f}{compile_s:>11.1f}")
+        + _cell(r, 'train_samples_per_s', 10, 2) + _cell(r, 'infer_samples_per_s', 10, 2)
+        + _cell(r, 'train_gflop_per_s', 12, 1) + _cell(r, 'infer_gflop_per_s', 12, 1)
+        + _cell(r, 'infer_gflops_per_sample', 12, 2) + _cell(r, 'train_memory_gb', 10, 2)
+        + f'{compile_s:>11.1f}')
   if any('reference_params' in r for r in rows):
     # The PyTorch reference at the same shape, and our speedup over it.
     lines[0] += f"{'ref train/s':>13}{'ref infer/s':>13}{'× train':>9}{'× infer':>9}"

@@ -23,8 +23,38 @@ def test_benchmark_runs_on_a_tiny_network_and_reports_positive_numbers():
     assert row[key] > 0, (key, row)
   # The training step does forward and backward: well over the forward's FLOPs.
   assert row['train_gflops_per_sample'] > 2 * row['infer_gflops_per_sample'] > 0
+  # It also holds the forward pass's activations for the backward pass.
+  assert row['train_memory_gb'] > row['infer_memory_gb'] > 0
   table = benchmark.format_table([row])
   assert 'bilinear' in table and len(table.splitlines()) == 3
+
+
+def test_a_mode_out_of_device_memory_is_reported_and_the_run_goes_on(monkeypatch):
+  calls = []
+
+  def fake_time_calls(fns, repeats, steps, warmup):
+    calls.append(len(fns))
+    if len(calls) == 2:  # the training step, timed after inference
+      raise jax.errors.JaxRuntimeError(
+          'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1234 bytes.')
+    return [[0.5] * repeats for _ in fns]
+
+  monkeypatch.setattr(benchmark, '_time_calls', fake_time_calls)
+  variant = benchmark.Variant(batch=2, frames=8, num_layers=1)
+  row = benchmark.run_variant(variant, repeats=2, steps=1, warmup=0)
+  assert row['infer_samples_per_s'] == pytest.approx(4.0)
+  assert 'train_samples_per_s' not in row
+  assert row['train_error'].startswith('out of memory: RESOURCE_EXHAUSTED')
+  cells = benchmark.format_table([row]).splitlines()[-1].split()
+  assert cells[8:10] == ['OOM', '4.00'], cells  # train/s, infer/s
+
+  # Any other runtime error is not swallowed.
+  def failing(fns, repeats, steps, warmup):
+    raise jax.errors.JaxRuntimeError('INTERNAL: something else')
+
+  monkeypatch.setattr(benchmark, '_time_calls', failing)
+  with pytest.raises(jax.errors.JaxRuntimeError, match='something else'):
+    benchmark.run_variant(variant, repeats=1, steps=1, warmup=0, modes=('infer',))
 
 
 def test_benchmark_imports_nothing_beyond_jax_flax_optax_numpy_absl():

@@ -90,8 +90,8 @@ class BatchNorm(nn.Module):
   The same computation and variables as `flax.linen.BatchNorm(axis=-1)` (params
   'scale' and 'bias', batch_stats 'mean' and 'var', float32 statistics and parameters,
   the output in `dtype`). flax's gradient is what autodiff derives from its forward
-  pass, which keeps two float32 copies of the input (x and x - mean) and sums over the
-  batch in several passes. This one keeps the input alone, in the dtype it comes in,
+  pass, which keeps two float32 arrays of the input's size (from x - mean and from the
+  E[x²] of the variance) and sums over the batch in several passes. This one keeps the input alone, in the dtype it comes in,
   and computes dx in one elementwise pass after two per-channel sums (BENCHMARKS.md,
   attempt 15).
   """

@@ -191,7 +191,7 @@ def test_batch_norm_gradient_keeps_only_its_input_in_the_compute_dtype():
     sizes[name] = _saved_residual_bytes(lambda p, x: loss(p, x)[0], variables['params'], x)
   big = [(dtype, b) for dtype, b in sizes['ours'] if b >= x.size]
   assert big == [('bf16', 2 * x.size)]  # the input, nothing else of its size
-  # flax keeps x and x - mean in float32: about four times the bytes.
+  # flax keeps two float32 arrays of x's size: about four times the bytes.
   assert sum(b for _, b in sizes['flax']) >= 3.5 * sum(b for _, b in sizes['ours'])
 
 

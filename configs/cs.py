@@ -4,8 +4,4 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
-  config.dataset = 'ntu_rgbd/xsub'
-  config.model.num_classes = 60
-  config.stream = 'joint'
-  return config
+  return default.get_config('cs')

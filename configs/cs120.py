@@ -4,8 +4,4 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
-  config.dataset = 'ntu_rgbd/xsub120'
-  config.model.num_classes = 120
-  config.stream = 'joint'
-  return config
+  return default.get_config('cs120')

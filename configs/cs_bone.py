@@ -1,9 +1,7 @@
 """NTU RGB+D 60 cross-subject, bone stream."""
 
-from configs import cs
+from configs import default
 
 
 def get_config():
-  config = cs.get_config()
-  config.stream = 'bone'
-  return config
+  return default.get_config('cs,bone')

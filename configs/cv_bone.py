@@ -1,9 +1,7 @@
 """NTU RGB+D 60 cross-view, bone stream (the second stream of 2s-AGCN's fusion)."""
 
-from configs import cv
+from configs import default
 
 
 def get_config():
-  config = cv.get_config()
-  config.stream = 'bone'
-  return config
+  return default.get_config('cv,bone')

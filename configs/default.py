@@ -1,15 +1,37 @@
-"""Every configuration field, with the paper's defaults (NTU-60 cross-view, joints).
+"""Every configuration field, with the paper's recipe, for each NTU benchmark.
 
-Variants (`cv.py`, `cs.py`, ...) import `get_config` from here and override a few
-fields; any field can be overridden on the command line, e.g.
-`--config.model.mixer=bilinear --config.model.aggregate_at=6`.
+`get_config(arg)` takes '<benchmark>' or '<benchmark>,<stream>': the benchmarks are
+cv (NTU-60 cross-view, the default), cs (NTU-60 cross-subject), cs120 (NTU-120
+cross-subject) and cset120 (NTU-120 cross-setup); the streams joint (the default),
+bone, joint_motion and bone_motion. The files `cv.py`, `cs_bone.py`, ... name one
+each, and the command line can name any:
+
+  --config=configs/cv.py
+  --config=configs/default.py:cs120,bone_motion
+
+Any field can then be overridden, e.g. `--config.model.aggregate_at=6`.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
+# benchmark -> (TFDS dataset, number of classes)
+BENCHMARKS = {
+    'cv': ('ntu_rgbd/xview', 60),
+    'cs': ('ntu_rgbd/xsub', 60),
+    'cs120': ('ntu_rgbd/xsub120', 120),
+    'cset120': ('ntu_rgbd/xset120', 120),
+}
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  benchmark, _, stream = (arg or 'cv').partition(',')
+  if benchmark not in BENCHMARKS:
+    raise ValueError(f'configs/default.py:{arg}: unknown benchmark {benchmark!r}; '
+                     f'choose one of {sorted(BENCHMARKS)}')
+  stream = stream or 'joint'  # checked with the rest (train.validate_config)
+  dataset, num_classes = BENCHMARKS[benchmark]
+
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -42,13 +64,16 @@ def get_config() -> ml_collections.ConfigDict:
   # rounding, different speed (BENCHMARKS.md).
   model.temporal_conv = 'auto'
 
+  # ---- Benchmark ------------------------------------------------------------
+  config.model.num_classes = num_classes
+
   # ---- Data (stbln_jax.input_pipeline) ------------------------------------
   # TFDS name '<builder>/<config>': ntu_rgbd/xview, ntu_rgbd/xsub,
   # ntu_rgbd/xsub120, ntu_rgbd/xset120.
-  config.dataset = 'ntu_rgbd/xview'
+  config.dataset = dataset
   config.data_dir = config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets).
   # 'joint', 'bone', 'joint_motion' or 'bone_motion'.
-  config.stream = 'joint'
+  config.stream = stream
   config.num_frames = 300  # every sequence is repeat-padded (or cut) to this length
   config.train_split = 'train'
   config.eval_split = 'test'

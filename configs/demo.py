@@ -21,6 +21,7 @@ def get_config():
   config.dataset = 'ntu_rgbd/xview'
   config.synthetic.enabled = True
 
+  config.model.arch = 'lean'  # the paper's text read literally (SPEC "Two architectures")
   config.model.mixer = 'bilinear'
   config.model.channels = (16, 16, 32, 32)
   config.model.strides = (1, 1, 2, 1)

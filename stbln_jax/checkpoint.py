@@ -2,10 +2,11 @@
 
 A checkpoint is one step directory with two items:
   'state'     the train state pytree (step, params, batch_stats, opt_state);
-  'progress'  JSON {'epoch', 'batch'}: where training continues, i.e. the next
-              batch to run is batch `batch` of epoch `epoch`. The data order is a
-              function of (config.seed, epoch), so this is all a resumed run needs
-              to see exactly the batches an uninterrupted run would have seen.
+  'progress'  JSON {'epoch', 'batch', 'evaluations'}: the next batch to run is
+              batch `batch` of epoch `epoch`, and `evaluations` lists the run's
+              evaluations so far. The data order is a function of (config.seed,
+              epoch), so a resumed run sees exactly the batches an uninterrupted
+              run would have seen, and reports the same best epoch.
 Checkpoints saved after an evaluation also carry its metrics ({} otherwise), so the
 manager keeps the last `keep` checkpoints plus the best one by evaluation top-1.
 """
@@ -49,11 +50,14 @@ def make_manager(workdir: str, *, keep: int = 3,
       ]),
       create=create,
   )
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=('state', 'progress'))
+  # Handlers named up front: a reader can then ask for a step's metadata.
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'progress': ocp.JsonCheckpointHandler()})
 
 
-def save(manager: ocp.CheckpointManager, state: Any, *, epoch: int, batch: int,
+def save(manager: ocp.CheckpointManager, state: Any, *, progress: dict,
          metrics: dict | None = None) -> bool:
   """Saves `state` at its step, unless that step is already saved (False then).
 
@@ -65,8 +69,7 @@ def save(manager: ocp.CheckpointManager, state: Any, *, epoch: int, batch: int,
   return manager.save(
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              progress=ocp.args.JsonSave({'epoch': int(epoch),
-                                                          'batch': int(batch)})),
+                              progress=ocp.args.JsonSave(progress)),
       metrics=metrics or {},
       force=True)
 
@@ -84,6 +87,14 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
   Raises:
     FileNotFoundError: no checkpoint (or not that step) in the manager's directory.
   """
+  step = _existing_step(manager, step)
+  restored = manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                    progress=ocp.args.JsonRestore()))
+  return restored['state'], dict(restored['progress']), step
+
+
+def _existing_step(manager: ocp.CheckpointManager, step: int | None) -> int:
   steps = manager.all_steps()
   if step is None:
     step = manager.latest_step()
@@ -91,10 +102,28 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
     raise FileNotFoundError(
         f'no checkpoint{"" if step is None else f" at step {step}"} in '
         f'{manager.directory} (available steps: {sorted(steps) or "none"})')
-  restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                    progress=ocp.args.JsonRestore()))
-  return restored['state'], dict(restored['progress']), step
+  return step
+
+
+def restore_variables(workdir: str, sharding: jax.sharding.Sharding,
+                      step: int | None = None) -> tuple[dict, dict, int]:
+  """({'params', 'batch_stats'}, progress, step) of checkpoint `step` (default: latest).
+
+  Shapes come from the checkpoint itself, so no model or optimizer is needed; every
+  array is placed with `sharding`.
+  """
+  manager = make_manager(workdir, create=False)
+  try:
+    step = _existing_step(manager, step)
+    tree = manager.item_metadata(step)['state'].tree
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_like(tree, sharding)),
+        progress=ocp.args.JsonRestore()))
+  finally:
+    manager.close()
+  state = restored['state']
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
+  return variables, dict(restored['progress']), step
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:

@@ -10,26 +10,22 @@ put the streams on one scale whatever their logit magnitudes. `--scores=logits`
 sums raw logits instead, which is what 2s-AGCN's ensemble script does.
 """
 
-import os
 from typing import Sequence
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from stbln_jax import cli
 from stbln_jax import metrics
+from stbln_jax import workdir as workdir_lib
 
-FLAGS = flags.FLAGS
-
-
-def load_scores(workdir: str, split: str) -> dict[str, np.ndarray]:
-  """{'names', 'labels', 'logits'} of one evaluated workdir."""
-  path = os.path.join(workdir, f'scores_{split}.npz')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found; evaluate first: python -m stbln_jax.main '
-                            f'--mode=eval --workdir={workdir}')
-  with np.load(path) as f:
-    return {k: f[k] for k in ('names', 'labels', 'logits')}
+_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.',
+                              required=True)
+_WEIGHTS = flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
+_SPLIT = flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
+_SCORES = flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
+                            'Fuse class probabilities or raw logits.')
 
 
 def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
@@ -41,17 +37,17 @@ def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
     position = {name: i for i, name in enumerate(stream['names'])}
     missing = [n for n in names if n not in position]
     if missing or len(position) != len(names):
-      raise ValueError(
+      raise cli.InputError(
           f'{workdir} scored {len(position)} samples and {workdirs[0]} {len(names)}, '
           f'{len(missing)} of them not in both (e.g. {missing[:3]}); fuse evaluations '
           f'of the same split of the same dataset')
     order = np.asarray([position[n] for n in names])
     stream = {k: v[order] for k, v in stream.items()}
     if not np.array_equal(stream['labels'], reference['labels']):
-      raise ValueError(f'{workdir} and {workdirs[0]} disagree on the labels of the same '
+      raise cli.InputError(f'{workdir} and {workdirs[0]} disagree on the labels of the same '
                        f'samples')
     if stream['logits'].shape != reference['logits'].shape:
-      raise ValueError(f'{workdir} has {stream["logits"].shape[-1]} classes, '
+      raise cli.InputError(f'{workdir} has {stream["logits"].shape[-1]} classes, '
                        f'{workdirs[0]} {reference["logits"].shape[-1]}')
     aligned.append(stream)
   return aligned
@@ -66,13 +62,16 @@ def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
      'fused': {'top1', 'top5'}, 'num_examples': N}.
   """
   if not workdirs:
-    raise ValueError('name at least one workdir')
-  weights = [1.0] * len(workdirs) if weights is None else [float(w) for w in weights]
+    raise cli.InputError('name at least one workdir')
+  try:
+    weights = [1.0] * len(workdirs) if weights is None else [float(w) for w in weights]
+  except ValueError as e:
+    raise cli.InputError(f'weights must be numbers: {e}') from None
   if len(weights) != len(workdirs):
-    raise ValueError(f'{len(weights)} weights for {len(workdirs)} workdirs')
+    raise cli.InputError(f'{len(weights)} weights for {len(workdirs)} workdirs')
   if scores not in ('softmax', 'logits'):
-    raise ValueError(f"scores={scores!r} must be 'softmax' or 'logits'")
-  streams = _aligned([load_scores(w, split) for w in workdirs], workdirs)
+    raise cli.InputError(f"scores={scores!r} must be 'softmax' or 'logits'")
+  streams = _aligned([workdir_lib.load_scores(w, split) for w in workdirs], workdirs)
   labels = streams[0]['labels']
 
   def score(stream):
@@ -106,18 +105,9 @@ def format_report(report: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if not FLAGS.workdirs:
-    raise app.UsageError('--workdirs is required')
-  report = fuse(FLAGS.workdirs, FLAGS.weights, split=FLAGS.split, scores=FLAGS.scores)
+  report = fuse(_WORKDIRS.value, _WEIGHTS.value, split=_SPLIT.value, scores=_SCORES.value)
   print(format_report(report))
 
 
 if __name__ == '__main__':
-  # Flags exist only when this runs as a program: importing the module never
-  # clashes with another module's flags.
-  flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.')
-  flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
-  flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
-  flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
-                    'Fuse class probabilities or raw logits.')
-  app.run(main)
+  cli.run(main)

@@ -11,9 +11,13 @@ A batch is a dict of numpy arrays:
   'label':    int32 (B_local,)
 and for evaluation also
   'mask':     bool (B_local,), False for padding in the last batch
-  'index':    int32 (B_local,), position in the split, -1 for padding.
+  'index':    int32 (B_local,), position in the split, -1 for padding
+  'name':     uint8 (B_local, NAME_BYTES), the sample name (`decode_names`).
 B_local is the global batch size divided by the number of processes; process
 p gets rows [p * B_local, (p + 1) * B_local) of every global batch.
+
+`open_dataset` opens a built dataset once (split sizes, action names, record
+readers); the iterators take that handle so nothing reopens the builder.
 
 Config fields read: dataset, data_dir, stream, num_frames, train_split,
 eval_split, batch_size, eval_batch_size, seed, worker_count.
@@ -21,7 +25,8 @@ eval_split, batch_size, eval_batch_size, seed, worker_count.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import dataclasses
+from typing import Iterator, Mapping, Sequence
 
 from absl import flags
 import grain
@@ -38,14 +43,57 @@ Batch = dict[str, np.ndarray]
 _PREFETCH_BATCHES = 4
 # Records held in memory at once while scanning a split for its names.
 _SCAN_CHUNK = 1024
+# Width of a sample name in an eval batch ('S001C002P003R002A013' has 20).
+NAME_BYTES = 32
 
 
 # ---- Dataset access ----------------------------------------------------------
 
 
-def _builder(config) -> tfds.core.DatasetBuilder:
-  """The prepared builder of `config.dataset`, or an error saying how to
-  build it."""
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A built dataset, opened once: split sizes, action names, record readers.
+
+  `open_dataset(config)` makes one; the trainer, evaluation and the reports
+  share it instead of reopening the builder.
+  """
+  name: str
+  data_dir: str | None
+  split_sizes: Mapping[str, int]
+  class_names: tuple[str, ...]
+  _readers: dict = dataclasses.field(default_factory=dict, repr=False,
+                                     compare=False)
+
+  def num_examples(self, split: str) -> int:
+    if split not in self.split_sizes:
+      raise ValueError(f'{self.name} has no split {split!r}; its splits are '
+                       f'{sorted(self.split_sizes)}')
+    return self.split_sizes[split]
+
+  def steps_per_epoch(self, split: str, batch_size: int) -> int:
+    """Full global batches of `batch_size` in `split`."""
+    return self.num_examples(split) // batch_size
+
+  def reader(self, split: str) -> _RecordReader:
+    if split not in self._readers:
+      self.num_examples(split)  # an unknown split fails here, by name
+      self._readers[split] = _RecordReader(self.name, self.data_dir, split)
+    return self._readers[split]
+
+  def sample_names(self, split: str) -> list[str]:
+    """Sample names (e.g. 'S001C002P003R002A013') in the split's order."""
+    reader = self.reader(split)
+    names = []
+    for start in range(0, len(reader), _SCAN_CHUNK):
+      indices = range(start, min(start + _SCAN_CHUNK, len(reader)))
+      names.extend(_feature(r, 'name').bytes_list.value[0].decode()
+                   for r in reader.read(indices))
+    return names
+
+
+def open_dataset(config) -> Dataset:
+  """The built `config.dataset` under `config.data_dir`, or an error saying
+  how to build it."""
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
     command = (f'python -m data_prep.build {config.dataset} '
@@ -53,35 +101,19 @@ def _builder(config) -> tfds.core.DatasetBuilder:
     if config.data_dir:
       command += f' --data_dir={config.data_dir}'
     raise FileNotFoundError(
-        f'Dataset {config.dataset} is not built under {builder.data_dir_root}. '
-        f'Build it first with:\n  {command}')
-  return builder
-
-
-def get_num_examples(config, split: str) -> int:
-  """Number of records in `split` of `config.dataset`."""
-  return _builder(config).info.splits[split].num_examples
+        f'dataset {config.dataset} is not built under '
+        f'{builder.data_dir_root}; build it first with: {command}')
+  info = builder.info
+  return Dataset(
+      name=config.dataset, data_dir=config.data_dir,
+      split_sizes={k: v.num_examples for k, v in info.splits.items()},
+      class_names=tuple(info.features['label'].names))
 
 
 def steps_per_epoch(config) -> int:
   """Full global batches of `config.batch_size` in the training split."""
-  return get_num_examples(config, config.train_split) // config.batch_size
-
-
-def class_names(config) -> list[str]:
-  """Action names, indexed by label."""
-  return list(_builder(config).info.features['label'].names)
-
-
-def sample_names(config, split: str) -> list[str]:
-  """Sample names (e.g. 'S001C002P003R002A013') in the split's record order."""
-  reader = _RecordReader.open(config, split)
-  names = []
-  for start in range(0, len(reader), _SCAN_CHUNK):
-    indices = range(start, min(start + _SCAN_CHUNK, len(reader)))
-    names.extend(_feature(r, 'name').bytes_list.value[0].decode()
-                 for r in reader.read(indices))
-  return names
+  return open_dataset(config).steps_per_epoch(config.train_split,
+                                              config.batch_size)
 
 
 class _RecordReader:
@@ -90,11 +122,6 @@ class _RecordReader:
   def __init__(self, dataset: str, data_dir: str | None, split: str):
     self.dataset, self.data_dir, self.split = dataset, data_dir, split
     self._source = None
-
-  @classmethod
-  def open(cls, config, split: str) -> _RecordReader:
-    _builder(config)  # fails early, saying how to build a missing dataset
-    return cls(config.dataset, config.data_dir, split)
 
   @property
   def source(self):
@@ -126,30 +153,51 @@ def _feature(record: bytes, key: str):
   return tf_example_pb2.Example.FromString(record).features.feature[key]
 
 
+def _skeleton_and_label(features) -> tuple[np.ndarray, int]:
+  skeleton = np.frombuffer(features['skeleton'].bytes_list.value[0],
+                           np.float32).reshape(-1, 2, 25, 3)
+  return skeleton, features['label'].int64_list.value[0]
+
+
 def decode_record(record: bytes) -> tuple[np.ndarray, int]:
   """(skeleton float32 (T, 2, 25, 3), label) of one serialized record.
 
   Reads the tf.train.Example proto directly: an order of magnitude cheaper
   than TFDS's generic numpy decoding, which matters at thousands of samples/s.
   """
-  features = tf_example_pb2.Example.FromString(record).features.feature
-  skeleton = np.frombuffer(features['skeleton'].bytes_list.value[0],
-                           np.float32).reshape(-1, 2, 25, 3)
-  return skeleton, features['label'].int64_list.value[0]
+  return _skeleton_and_label(
+      tf_example_pb2.Example.FromString(record).features.feature)
+
+
+def encode_names(names: Sequence[str]) -> np.ndarray:
+  """uint8 (N, NAME_BYTES): ASCII sample names, zero-padded (see `decode_names`)."""
+  codes = np.zeros((len(names), NAME_BYTES), np.uint8)
+  for row, name in enumerate(names):
+    raw = name.encode('ascii')[:NAME_BYTES]
+    codes[row, :len(raw)] = np.frombuffer(raw, np.uint8)
+  return codes
+
+
+def decode_names(codes: np.ndarray) -> list[str]:
+  """The names `encode_names` (or an eval batch's 'name') holds."""
+  return [bytes(row).rstrip(b'\0').decode('ascii') for row in np.asarray(codes)]
 
 
 class _BatchLoader:
   """Loads records by index into one padded batch of the chosen stream."""
 
-  def __init__(self, reader: _RecordReader, num_frames: int, stream: str):
+  def __init__(self, reader: _RecordReader, num_frames: int, stream: str,
+               with_names: bool = False):
     if stream not in preprocess.STREAMS:
       raise ValueError(
           f'unknown stream {stream!r}; expected one of {preprocess.STREAMS}')
     self.reader, self.num_frames, self.stream = reader, num_frames, stream
+    self.with_names = with_names
 
   def __call__(self, indices: np.ndarray, valid: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(skeleton (B, T, 2, 25, 3), label (B,)); rows not `valid` stay zero.
+               ) -> Batch:
+    """{'skeleton' (B, T, 2, 25, 3), 'label' (B,)[, 'name']}; rows not
+    `valid` stay zero.
 
     The stream is that of the padded sequence, as in 2s-AGCN. A bone is a
     difference within one frame, so it commutes with repeat-padding and is
@@ -160,14 +208,21 @@ class _BatchLoader:
     rows = np.arange(len(indices)) if valid is None else np.flatnonzero(valid)
     skeleton = np.zeros((len(indices), self.num_frames, 2, 25, 3), np.float32)
     label = np.zeros(len(indices), np.int32)
+    names = [''] * len(indices)
     for row, record in zip(rows, self.reader.read(indices[rows])):
-      x, label[row] = decode_record(record)
+      features = tf_example_pb2.Example.FromString(record).features.feature
+      x, label[row] = _skeleton_and_label(features)
+      if self.with_names:
+        names[row] = features['name'].bytes_list.value[0].decode()
       if bones:
         x = preprocess.select_stream(x, 'bone')
       skeleton[row] = preprocess.pad_or_crop(x, self.num_frames)
     if self.stream.endswith('motion'):
       skeleton = preprocess.select_stream(skeleton, 'joint_motion')
-    return skeleton, label
+    batch = {'skeleton': skeleton, 'label': label}
+    if self.with_names:
+      batch['name'] = encode_names(names)
+    return batch
 
 
 class _TrainBatch:
@@ -177,8 +232,7 @@ class _TrainBatch:
     self.load, self.order = load, order  # order: (steps, B_local)
 
   def __call__(self, b: int) -> Batch:
-    skeleton, label = self.load(self.order[b])
-    return {'skeleton': skeleton, 'label': label}
+    return self.load(self.order[b])
 
 
 class _EvalBatch:
@@ -195,9 +249,9 @@ class _EvalBatch:
              np.arange(self.local_batch_size))
     mask = index < self.num_examples
     index = np.where(mask, index, -1).astype(np.int32)
-    skeleton, label = self.load(np.maximum(index, 0), mask)
-    return {'skeleton': skeleton, 'label': label, 'mask': mask,
-            'index': index}
+    batch = self.load(np.maximum(index, 0), mask)
+    batch.update(mask=mask, index=index)
+    return batch
 
 
 def _processes(process_index, process_count) -> tuple[int, int]:
@@ -251,7 +305,8 @@ def epoch_order(num_examples: int, batch_size: int, seed: int,
 
 def train_batches(config, *, epoch: int, start_batch: int = 0,
                   process_index: int | None = None,
-                  process_count: int | None = None) -> Iterator[Batch]:
+                  process_count: int | None = None,
+                  dataset: Dataset | None = None) -> Iterator[Batch]:
   """One shuffled epoch of `config.train_split`, from batch `start_batch` on.
 
   Args:
@@ -261,6 +316,7 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
       are skipped without being read.
     process_index, process_count: this process and how many there are
       (default: from JAX).
+    dataset: `open_dataset(config)`, if already open.
 
   Yields:
     {'skeleton': float32 (B_local, T, 2, 25, 3), 'label': int32 (B_local,)}
@@ -268,42 +324,65 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
   """
   process_index, process_count = _processes(process_index, process_count)
   local = _local_batch_size(config.batch_size, process_count)
-  reader = _RecordReader.open(config, config.train_split)
+  dataset = dataset or open_dataset(config)
+  reader = dataset.reader(config.train_split)
   order = epoch_order(len(reader), config.batch_size, config.seed, epoch)
   if not len(order):
     raise ValueError(
         f'{config.dataset} {config.train_split} has {len(reader)} examples, '
-        f'fewer than one batch of {config.batch_size}')
+        f'fewer than one batch of batch_size={config.batch_size}')
   if not 0 <= start_batch <= len(order):
     raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
   load = _BatchLoader(reader, config.num_frames, config.stream)
-  dataset = grain.MapDataset.range(start_batch, len(order)).map(
+  batches = grain.MapDataset.range(start_batch, len(order)).map(
       _TrainBatch(load, order))
-  return _run(dataset, config.worker_count)
+  return _run(batches, config.worker_count)
+
+
+def train_stream(config, *, start_step: int = 0,
+                 dataset: Dataset | None = None,
+                 **processes) -> Iterator[Batch]:
+  """Training batches from global step `start_step` on, epoch after epoch.
+
+  Step s is batch s % steps_per_epoch of epoch s // steps_per_epoch, so a run
+  resumed at step s sees the batches an uninterrupted run would have. Endless:
+  the consumer decides when to stop. `processes`: as for `train_batches`.
+  """
+  dataset = dataset or open_dataset(config)
+  steps = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  epoch, batch = divmod(start_step, max(steps, 1))
+  while True:
+    yield from train_batches(config, epoch=epoch, start_batch=batch,
+                             dataset=dataset, **processes)
+    epoch, batch = epoch + 1, 0
 
 
 def eval_batches(config, split: str | None = None, *,
                  batch_size: int | None = None,
                  process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[Batch]:
+                 process_count: int | None = None,
+                 dataset: Dataset | None = None) -> Iterator[Batch]:
   """The whole of `split` (default `config.eval_split`) in record order.
 
   Global batch b holds records [b * batch_size, (b + 1) * batch_size); the
   last one is padded (mask False, index -1) so every batch has the same shape.
 
   Yields:
-    {'skeleton', 'label', 'mask', 'index'} with leading size B_local =
-    batch_size (default `config.eval_batch_size`) // process_count.
+    {'skeleton', 'label', 'mask', 'index', 'name'} with leading size B_local =
+    batch_size (default `config.eval_batch_size`) // process_count; 'name' is
+    uint8 (B_local, NAME_BYTES), see `decode_names`.
   """
   split = split or config.eval_split
   batch_size = batch_size or config.eval_batch_size
   process_index, process_count = _processes(process_index, process_count)
   local = _local_batch_size(batch_size, process_count)
-  reader = _RecordReader.open(config, split)
+  dataset = dataset or open_dataset(config)
+  reader = dataset.reader(split)
   num_examples = len(reader)
   num_batches = -(-num_examples // batch_size)
-  load = _BatchLoader(reader, config.num_frames, config.stream)
-  dataset = grain.MapDataset.range(num_batches).map(_EvalBatch(
+  load = _BatchLoader(reader, config.num_frames, config.stream,
+                      with_names=True)
+  batches = grain.MapDataset.range(num_batches).map(_EvalBatch(
       load, num_examples, batch_size, process_index * local, local))
-  return _run(dataset, config.worker_count)
+  return _run(batches, config.worker_count)

@@ -14,44 +14,52 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from stbln_jax import hostmem
+from stbln_jax import cli
+from stbln_jax import evaluate
+from stbln_jax import models
 from stbln_jax import train
+from stbln_jax import workdir as workdir_lib
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and reports.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                  'train (and evaluate), or evaluate a checkpoint of the workdir.')
-flags.DEFINE_integer('checkpoint_step', None, 'eval: the step to evaluate (default: latest).')
-flags.DEFINE_string('split', None, 'eval: the split to evaluate (default: config.eval_split).')
-flags.DEFINE_bool('multihost', False,
-                  'Call jax.distributed.initialize() first (several processes: TPU pod '
-                  'slices, SLURM or other clusters JAX detects).')
-config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
-                                lock_config=True)
-flags.mark_flags_as_required(['workdir'])
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'Directory for checkpoints, summaries and reports.',
+                               required=True)
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                          'train (and evaluate), or evaluate a checkpoint of the workdir.')
+_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
+                                        'eval: the step to evaluate (default: latest).')
+_SPLIT = flags.DEFINE_string('split', None,
+                             'eval: the split to evaluate (default: config.eval_split).')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() first (several processes: TPU '
+    'pod slices, SLURM or other clusters JAX detects).')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                          lock_config=True)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  hostmem.retain_freed_memory()
-  train.show_only_own_info_logs()
-  if FLAGS.multihost:
+  cli.show_only_own_info_logs()
+  if _MULTIHOST.value:
     jax.distributed.initialize()
+  if _MODE.value == 'train':
+    if _CONFIG.value is None:
+      raise cli.InputError('training needs --config (e.g. --config=configs/cv.py)')
+    config = _CONFIG.value
+    train.validate_config(config)
+  else:
+    config = _CONFIG.value or workdir_lib.load_config(_WORKDIR.value)
+    evaluate.validate_config(config)
   logging.info('JAX process %d of %d; %d local of %d devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
-
-  if FLAGS.mode == 'train':
-    if FLAGS.config is None:
-      raise app.UsageError('training needs --config (e.g. --config=configs/cv.py)')
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if _MODE.value == 'train':
+    train.train_and_evaluate(config, _WORKDIR.value)
   else:
-    config = FLAGS.config or train.load_config(FLAGS.workdir)
-    train.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step,
-                   split=FLAGS.split)
+    evaluate.evaluate(config, _WORKDIR.value, checkpoint_step=_CHECKPOINT_STEP.value,
+                      split=_SPLIT.value)
 
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  app.run(main)
+  cli.run(main, input_errors=(models.ConfigError,))

@@ -18,13 +18,19 @@ from absl import flags
 import jax
 import numpy as np
 
-from stbln_jax import hostmem
+from stbln_jax import checkpoint
+from stbln_jax import cli
 from stbln_jax import metrics
 from stbln_jax import models
-from stbln_jax import train
+from stbln_jax import sharding
+from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import preprocess
 
-FLAGS = flags.FLAGS
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
+_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
+                                        'Checkpoint to use (default: latest).')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
+                              lower_bound=1)
 
 
 def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
@@ -56,16 +62,16 @@ def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
         checkpoint_step: int | None = None, out: TextIO = sys.stdout,
         err: TextIO = sys.stderr) -> int:
   """Prints the top-k actions of each file; returns the number of files that failed."""
-  config = train.load_config(workdir)
-  class_names = train.load_class_names(workdir)
+  config = workdir_lib.load_config(workdir)
+  class_names = workdir_lib.load_class_names(workdir)
   inputs, good, errors = load_inputs(paths, config)
   for message in errors:
     print(f'error: {message}', file=err)
   if not good:
     return len(errors)
 
-  mesh = train.make_mesh(jax.local_devices()[:1])
-  variables, step = train.restore_variables(config, workdir, mesh, checkpoint_step)
+  device = sharding.replicated(sharding.make_mesh(jax.local_devices()[:1]))
+  variables, _, step = checkpoint.restore_variables(workdir, device, checkpoint_step)
   model = models.create_model(config.model)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
   probabilities = metrics.softmax(np.asarray(logits))
@@ -78,21 +84,13 @@ def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
 
 
 def main(argv):
-  if FLAGS.workdir is None:
-    raise app.UsageError('--workdir is required')
   if len(argv) < 2:
     raise app.UsageError('name one or more .skeleton files')
-  hostmem.retain_freed_memory()
-  train.show_only_own_info_logs()
-  failed = run(FLAGS.workdir, argv[1:], top_k=FLAGS.top_k,
-               checkpoint_step=FLAGS.checkpoint_step)
+  cli.show_only_own_info_logs()
+  failed = run(_WORKDIR.value, argv[1:], top_k=_TOP_K.value,
+               checkpoint_step=_CHECKPOINT_STEP.value)
   return 1 if failed else 0
 
 
 if __name__ == '__main__':
-  # Flags exist only when this runs as a program: importing the module (tests,
-  # notebooks, other tools) never clashes with another module's flags.
-  flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
-  flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to use (default: latest).')
-  flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.', lower_bound=1)
-  app.run(main)
+  cli.run(main)

@@ -1,4 +1,5 @@
-"""Whole runs on a tiny built dataset: resuming, evaluation, prediction and fusion.
+"""Whole runs on a tiny built dataset: evaluation and its reports, resuming,
+prediction and fusion.
 
 The dataset (built once per module) is 12 synthetic files plus five real NTU files
 through the `ntu_rgbd/xview` builder: 7 test examples (camera 1) and 10 training
@@ -7,10 +8,14 @@ shared between runs.
 """
 
 import io
+import json
+import os
 import pathlib
 import re
 import shutil
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,11 +23,15 @@ import numpy as np
 import pytest
 
 from configs import default
+from stbln_jax import checkpoint
 from stbln_jax import ensemble
+from stbln_jax import evaluate
 from stbln_jax import input_pipeline
 from stbln_jax import models
 from stbln_jax import predict
+from stbln_jax import sharding
 from stbln_jax import train
+from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import build
 from stbln_jax.data import synthetic
 
@@ -65,15 +74,15 @@ def run_config(data_dir, **overrides):
 def compile_once():
   """Memoises the step builders by (model, mesh): every run has the same recipe."""
   patch = pytest.MonkeyPatch()
-  for name in ('make_train_step', 'make_eval_step'):
-    original, cache = getattr(train, name), {}
+  for module, name in ((train, 'make_train_step'), (evaluate, 'make_eval_step')):
+    original, cache = getattr(module, name), {}
 
     def cached(model, *args, _original=original, _cache=cache):
       key = (model, args[-1])  # the mesh is the last argument of both
       if key not in _cache:
         _cache[key] = _original(model, *args)
       return _cache[key]
-    patch.setattr(train, name, cached)
+    patch.setattr(module, name, cached)
   yield
   patch.undo()
 
@@ -89,9 +98,15 @@ def trained(data_dir, tmp_path_factory):
   return workdir, config, summary, scores
 
 
-def final_params(config, workdir):
-  variables, step = train.restore_variables(config, workdir, train.make_mesh())
+def final_params(workdir):
+  variables, _, step = checkpoint.restore_variables(
+      workdir, sharding.replicated(sharding.make_mesh()))
   return jax.device_get(variables), step
+
+
+def read_report(workdir, split='test'):
+  with open(pathlib.Path(workdir) / f'eval_{split}.json') as f:
+    return json.load(f)
 
 
 # ---- Evaluation ----------------------------------------------------------------------
@@ -103,16 +118,40 @@ def test_evaluation_counts_every_example_once(trained, data_dir):
   assert len(summary['per_class_accuracy']) == 60
   assert 0.0 <= summary['top1'] <= summary['top5'] <= 1.0
   # Scores are per sample, in split order, with the sample names for fusion.
-  assert list(scores['names']) == input_pipeline.sample_names(config, 'test')
+  dataset = input_pipeline.open_dataset(config)
+  assert list(scores['names']) == dataset.sample_names('test')
   assert scores['logits'].shape == (NUM_TEST, 60)
   for name in ('eval_test.json', 'confusion_test.png', 'config.json', 'class_names.json'):
     assert (pathlib.Path(workdir) / name).is_file(), name
 
 
+def test_report_gives_the_best_epoch_and_the_final_one(trained):
+  workdir, _, summary, _ = trained
+  report = read_report(workdir)
+  # One evaluation per epoch; the final checkpoint's is the last.
+  evaluations = report['evaluations']
+  assert [(e['epoch'], e['step']) for e in evaluations] == [(1, 2), (2, 4)]
+  assert (report['epoch'], report['step']) == (2, 4)
+  assert report['top1'] == evaluations[-1]['top1'] == summary['top1']
+  best = max(evaluations, key=lambda e: e['top1'])
+  assert report['best_epoch'] == best
+  line = evaluate.describe(summary)
+  assert line.startswith(f'top-1 {100 * summary["top1"]:.2f}% on the {NUM_TEST} examples')
+  assert f'best of 2 per-epoch evaluations: top-1 {100 * best["top1"]:.2f}% at epoch' in line
+
+
+def test_best_evaluation_is_the_highest_top1_and_the_earliest_of_ties():
+  evaluations = [{'epoch': 1, 'top1': 0.5}, {'epoch': 2, 'top1': 0.7},
+                 {'epoch': 3, 'top1': 0.7}, {'epoch': 4, 'top1': 0.6}]
+  assert evaluate.best_evaluation(evaluations)['epoch'] == 2
+  assert evaluate.best_evaluation([]) is None
+
+
 def test_save_restore_evaluate_gives_identical_metrics(trained):
   workdir, config, summary, scores = trained
-  restored = train.evaluate(train.load_config(workdir), workdir)
-  for key in ('num_examples', 'top1', 'top5', 'loss', 'confusion_matrix', 'step'):
+  restored = evaluate.evaluate(workdir_lib.load_config(workdir), workdir)
+  for key in ('num_examples', 'top1', 'top5', 'loss', 'confusion_matrix', 'step', 'epoch',
+              'best_epoch', 'evaluations'):
     assert restored[key] == summary[key], key
   with np.load(pathlib.Path(workdir) / 'scores_test.npz') as f:
     np.testing.assert_array_equal(f['logits'], scores['logits'])
@@ -121,7 +160,7 @@ def test_save_restore_evaluate_gives_identical_metrics(trained):
 
 def test_saved_config_round_trips(trained):
   workdir, config, _, _ = trained
-  loaded = train.load_config(workdir)
+  loaded = workdir_lib.load_config(workdir)
   assert loaded.model.channels == list(config.model.channels)
   assert loaded.data_dir == config.data_dir and loaded.stream == config.stream
 
@@ -130,13 +169,13 @@ def test_saved_config_round_trips(trained):
 
 def test_stopped_and_resumed_runs_end_with_the_same_parameters(
     trained, data_dir, tmp_path, monkeypatch):
-  workdir_a, config_a, _, _ = trained
-  expected, expected_step = final_params(config_a, workdir_a)
+  workdir_a, _, _, _ = trained
+  expected, expected_step = final_params(workdir_a)
   workdir = str(tmp_path)
 
   # 1. Stop after epoch 1 (2 steps).
   train.train_and_evaluate(run_config(data_dir, max_train_steps=2), workdir)
-  _, step = final_params(config_a, workdir)
+  _, step = final_params(workdir)
   assert step == 2
 
   # 2. Resume; SIGTERM arrives during the first batch of epoch 2.
@@ -150,15 +189,17 @@ def test_stopped_and_resumed_runs_end_with_the_same_parameters(
       yield batch
   monkeypatch.setattr(input_pipeline, 'train_batches', interrupted)
   assert train.train_and_evaluate(run_config(data_dir), workdir) == {}
-  _, step = final_params(config_a, workdir)
+  _, step = final_params(workdir)
   assert step == 3  # saved mid-epoch, after the batch that was running
 
   # 3. Resume from the middle of epoch 2 and finish.
   monkeypatch.setattr(input_pipeline, 'train_batches', original)
   train.train_and_evaluate(run_config(data_dir), workdir)
-  resumed, step = final_params(config_a, workdir)
+  resumed, step = final_params(workdir)
   assert step == expected_step == 4
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
+  # The same evaluations, so the same best epoch.
+  assert read_report(workdir)['evaluations'] == read_report(workdir_a)['evaluations']
 
 
 # ---- Prediction ----------------------------------------------------------------------
@@ -176,7 +217,7 @@ def test_predict_prints_five_named_actions_and_reports_bad_files(trained, ntu_sa
   assert lines[0].startswith(good)
   ranked = [re.fullmatch(r'\s+(\d)\. (.+?)\s+([01]\.\d{4})', line) for line in lines[1:]]
   assert len(ranked) == 5 and all(ranked), lines
-  names = train.load_class_names(workdir)
+  names = workdir_lib.load_class_names(workdir)
   assert [int(m.group(1)) for m in ranked] == [1, 2, 3, 4, 5]
   assert all(m.group(2) in names for m in ranked)
   probabilities = [float(m.group(3)) for m in ranked]
@@ -191,10 +232,9 @@ def test_predict_uses_the_builders_preprocessing(trained, ntu_samples_dir):
   inputs, good, errors = predict.load_inputs(
       [str(ntu_samples_dir / f'{name}.skeleton')], config)
   assert not errors and inputs.shape == (1, config.num_frames, 2, 25, 3)
-  variables, _ = train.restore_variables(config, workdir, train.make_mesh())
+  variables, _ = final_params(workdir)
   model = models.create_model(config.model)
-  logits = model.apply(jax.device_put(variables, jax.devices()[0]), jnp.asarray(inputs),
-                       train=False)
+  logits = model.apply(variables, jnp.asarray(inputs), train=False)
   row = list(scores['names']).index(name)
   np.testing.assert_allclose(np.asarray(logits)[0], scores['logits'][row], atol=1e-4)
 
@@ -230,3 +270,14 @@ def test_ensemble_refuses_different_sample_sets(trained, tmp_path):
            labels=scores['labels'][:-1], logits=scores['logits'][:-1])
   with pytest.raises(ValueError, match='same split'):
     ensemble.fuse([workdir, str(tmp_path)])
+
+
+def test_ensemble_command_reports_a_missing_workdir_as_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'stbln_jax.ensemble', f'--workdirs={tmp_path}'],
+      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+      timeout=120, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2
+  assert result.stderr.strip() == (
+      f'error: {tmp_path}/scores_test.npz not found; evaluate first: python -m '
+      f'stbln_jax.main --mode=eval --workdir={tmp_path}')

@@ -74,14 +74,25 @@ def _train(config, epoch, **kwargs):
   return list(input_pipeline.train_batches(config, epoch=epoch, **kwargs))
 
 
-def test_sizes_and_names(config):
+def test_dataset_handle_sizes_and_names(config):
   records = _records(config, 'train')
-  assert input_pipeline.get_num_examples(config, 'train') == len(records)
+  dataset = input_pipeline.open_dataset(config)
+  assert dataset.split_sizes == {'train': len(records),
+                                 'test': len(_records(config, 'test'))}
+  assert dataset.num_examples('train') == len(records)
+  assert dataset.steps_per_epoch('train', 4) == len(records) // 4
   assert input_pipeline.steps_per_epoch(config) == len(records) // 4
-  assert input_pipeline.sample_names(config, 'train') == [
-      name for name, _, _ in records]
-  names = input_pipeline.class_names(config)
-  assert len(names) == 60 and names[10] == 'reading'
+  assert dataset.sample_names('train') == [name for name, _, _ in records]
+  assert len(dataset.class_names) == 60 and dataset.class_names[10] == 'reading'
+  with pytest.raises(ValueError, match="no split 'validation'; its splits are"):
+    dataset.num_examples('validation')
+
+
+def test_names_survive_encoding():
+  names = ['S001C002P003R002A013', '', 'x' * input_pipeline.NAME_BYTES]
+  codes = input_pipeline.encode_names(names)
+  assert codes.shape == (3, input_pipeline.NAME_BYTES) and codes.dtype == np.uint8
+  assert input_pipeline.decode_names(codes) == names
 
 
 def test_train_epoch_content_and_order(config):
@@ -133,6 +144,16 @@ def test_start_batch_resumes_mid_epoch(config):
     np.testing.assert_array_equal(a['skeleton'], b['skeleton'])
 
 
+def test_train_stream_is_the_epochs_one_after_another(config):
+  steps = input_pipeline.steps_per_epoch(config)
+  epochs = _train(config, epoch=0) + _train(config, epoch=1) + _train(config, epoch=2)
+  start = steps + 1  # the second batch of epoch 1
+  stream = input_pipeline.train_stream(config, start_step=start, process_index=0,
+                                       process_count=1)
+  for expected in epochs[start:]:
+    np.testing.assert_array_equal(next(stream)['skeleton'], expected['skeleton'])
+
+
 @pytest.mark.parametrize('stream', ['bone', 'joint_motion', 'bone_motion'])
 def test_stream_is_taken_after_padding(config, stream):
   joints = _train(config, epoch=0)
@@ -154,7 +175,7 @@ def test_eval_covers_every_example_once(config):
                                        process_count=2))
       for p in range(2)]
   assert len(per_process[0]) == len(per_process[1]) == -(-len(records) // 6)
-  names = input_pipeline.sample_names(config, 'test')
+  names = input_pipeline.open_dataset(config).sample_names('test')
   index, covered = [], []
   for b in range(len(per_process[0])):
     for p in range(2):
@@ -167,9 +188,12 @@ def test_eval_covers_every_example_once(config):
       covered.extend(valid)
       np.testing.assert_array_equal(batch['skeleton'][mask], padded[valid])
       assert not batch['skeleton'][~mask].any()
-      for i, label in zip(valid, batch['label'][mask]):
+      for i, label, name in zip(valid, batch['label'][mask],
+                                input_pipeline.decode_names(batch['name'][mask])):
         assert label == records[i][2]
+        assert name == names[i] == records[i][0]
         assert label == skeleton_lib.parse_sample_name(names[i]).action - 1
+      assert input_pipeline.decode_names(batch['name'][~mask]) == [''] * (~mask).sum()
   # In order, each exactly once, then padding.
   assert covered == list(range(len(records)))
   assert index == covered + [-1] * (len(index) - len(records))
@@ -193,8 +217,9 @@ def test_grain_worker_processes_give_the_same_batches(config):
 def test_missing_dataset_says_how_to_build_it(config):
   config.dataset = 'ntu_rgbd/xsub'
   with pytest.raises(FileNotFoundError,
-                     match='python -m data_prep.build ntu_rgbd/xsub'):
-    input_pipeline.get_num_examples(config, 'train')
+                     match='python -m data_prep.build ntu_rgbd/xsub') as error:
+    input_pipeline.open_dataset(config)
+  assert '\n' not in str(error.value)
   with pytest.raises(FileNotFoundError, match=f'--data_dir={config.data_dir}'):
     next(input_pipeline.train_batches(config, epoch=0, process_index=0,
                                       process_count=1))

@@ -1,11 +1,15 @@
-"""The trainer: steps for every mixer, device-count invariance, the recipe, resuming.
+"""The trainer and its parts: steps, device-count invariance, the recipe, config
+checks, checkpoints, config files and the `main` command.
 
-Step tests feed arrays directly; the resume tests train on a tiny dataset built once
-from synthetic NTU files. Compiled steps are shared through module fixtures.
+Step tests feed arrays directly (whole runs are in test_eval_predict.py). Compiled
+steps are shared through module fixtures.
 """
 
+import os
 import pathlib
 import signal
+import subprocess
+import sys
 
 from absl import flags
 import jax
@@ -19,9 +23,11 @@ from configs import default
 from stbln_jax import checkpoint
 from stbln_jax import mixers
 from stbln_jax import models
+from stbln_jax import sharding
 from stbln_jax import train
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / 'configs'
 NUM_FRAMES = 12
 BATCH = 8
 
@@ -59,14 +65,14 @@ class Trainer:
   def fresh_state(self, mesh=None):
     """A copy of the initial state (the step donates its input), on `mesh`."""
     copy = jax.tree.map(jnp.copy, self.initial)
-    return jax.device_put(copy, train.replicated(mesh or self.mesh))
+    return jax.device_put(copy, sharding.replicated(mesh or self.mesh))
 
   def run(self, batches, state=None, step=None, mesh=None):
     state = self.fresh_state() if state is None else state
     step, mesh = step or self.step, mesh or self.mesh
     losses = []
     for batch in batches:
-      state, measurements = step(state, train.to_global(batch, mesh))
+      state, measurements = step(state, sharding.to_global(batch, mesh))
       losses.append(float(measurements['loss']))
     return state, losses
 
@@ -74,7 +80,7 @@ class Trainer:
 @pytest.fixture(scope='module')
 def bilinear_trainer():
   assert jax.device_count() == 4, 'conftest.py should give JAX four CPU devices'
-  return Trainer(tiny_config(mixer='bilinear'), train.make_mesh())
+  return Trainer(tiny_config(mixer='bilinear'), sharding.make_mesh())
 
 
 # ---- Steps ---------------------------------------------------------------------------
@@ -82,7 +88,7 @@ def bilinear_trainer():
 @pytest.mark.parametrize('mixer', mixers.MIXERS)
 def test_one_train_step_for_each_mixer(mixer, bilinear_trainer):
   trainer = (bilinear_trainer if mixer == 'bilinear'
-             else Trainer(tiny_config(mixer=mixer), train.make_mesh()))
+             else Trainer(tiny_config(mixer=mixer), sharding.make_mesh()))
   before = jax.device_get(trainer.initial['params'])
   state, losses = trainer.run([random_batch()])
   assert int(state['step']) == 1
@@ -107,7 +113,7 @@ def test_one_and_four_devices_give_the_same_two_steps(bilinear_trainer):
   batches = [random_batch(seed=2), random_batch(seed=3)]
   state4, losses4 = bilinear_trainer.run(batches)
 
-  mesh1 = train.make_mesh(jax.devices()[:1])
+  mesh1 = sharding.make_mesh(jax.devices()[:1])
   t = bilinear_trainer
   step1 = train.make_train_step(t.model, t.optimizer, t.schedule, mesh1)
   state1, losses1 = t.run(batches, state=t.fresh_state(mesh1), step=step1, mesh=mesh1)
@@ -196,36 +202,49 @@ def test_sigterm_becomes_a_stop_request():
 
 def test_checkpoints_keep_the_last_ones_and_the_best(tmp_path):
   manager = checkpoint.make_manager(str(tmp_path), keep=2)
-  state = {'step': jnp.zeros((), jnp.int32), 'w': jnp.arange(3.0)}
+  state = {'step': jnp.zeros((), jnp.int32), 'params': {'w': jnp.arange(3.0)},
+           'batch_stats': {'mean': jnp.ones(2)}, 'opt_state': ()}
   top1 = {1: 0.9, 2: 0.1, 3: 0.2, 4: None, 5: 0.4}  # None: saved without an evaluation
   for step, value in top1.items():
-    state = {'step': jnp.asarray(step, jnp.int32), 'w': state['w'] + 1}
+    state = {**state, 'step': jnp.asarray(step, jnp.int32),
+             'params': {'w': state['params']['w'] + 1}}
     metrics = None if value is None else {'top1': value}
-    assert checkpoint.save(manager, state, epoch=step, batch=0, metrics=metrics)
+    progress = {'epoch': step, 'batch': 0, 'evaluations': []}
+    assert checkpoint.save(manager, state, progress=progress, metrics=metrics)
   manager.wait_until_finished()
-  assert not checkpoint.save(manager, state, epoch=5, batch=0)  # step 5 exists already
+  assert not checkpoint.save(manager, state, progress=progress)  # step 5 exists already
   assert sorted(manager.all_steps()) == [1, 4, 5]
   assert manager.best_step() == 1
 
-  abstract = checkpoint.abstract_like(state, train.replicated(train.make_mesh()))
+  abstract = checkpoint.abstract_like(state, sharding.replicated(sharding.make_mesh()))
   restored, progress, step = checkpoint.restore(manager, abstract, step=4)
-  assert step == 4 and progress == {'epoch': 4, 'batch': 0}
-  np.testing.assert_array_equal(restored['w'], np.arange(3.0) + 4)
+  assert step == 4 and progress == {'epoch': 4, 'batch': 0, 'evaluations': []}
+  np.testing.assert_array_equal(restored['params']['w'], np.arange(3.0) + 4)
   with pytest.raises(FileNotFoundError, match='available steps: \\[1, 4, 5\\]'):
     checkpoint.restore(manager, abstract, step=2)
   manager.close()
 
+  # Variables alone, shaped by the checkpoint itself, onto another mesh (one device).
+  one_device = sharding.replicated(sharding.make_mesh(jax.devices()[:1]))
+  variables, progress, step = checkpoint.restore_variables(str(tmp_path), one_device)
+  assert step == 5 and progress['epoch'] == 5
+  assert set(variables) == {'params', 'batch_stats'}
+  np.testing.assert_array_equal(variables['params']['w'], np.arange(3.0) + 5)
+  assert variables['params']['w'].sharding == one_device
+
 
 # ---- Configs and flags ---------------------------------------------------------------
 
-@pytest.mark.parametrize('name,dataset,stream,num_classes', [
-    ('cv', 'ntu_rgbd/xview', 'joint', 60), ('cs', 'ntu_rgbd/xsub', 'joint', 60),
-    ('cv_bone', 'ntu_rgbd/xview', 'bone', 60), ('cs_bone', 'ntu_rgbd/xsub', 'bone', 60),
-    ('cs120', 'ntu_rgbd/xsub120', 'joint', 120), ('cset120', 'ntu_rgbd/xset120', 'joint', 120),
-    ('demo', 'ntu_rgbd/xview', 'joint', 60)])
-def test_config_files_load_validate_and_take_overrides(name, dataset, stream, num_classes):
+@pytest.mark.parametrize('spec,dataset,stream,num_classes', [
+    ('cv.py', 'ntu_rgbd/xview', 'joint', 60), ('cs.py', 'ntu_rgbd/xsub', 'joint', 60),
+    ('cv_bone.py', 'ntu_rgbd/xview', 'bone', 60), ('cs_bone.py', 'ntu_rgbd/xsub', 'bone', 60),
+    ('cs120.py', 'ntu_rgbd/xsub120', 'joint', 120),
+    ('cset120.py', 'ntu_rgbd/xset120', 'joint', 120),
+    ('default.py:cs120,bone_motion', 'ntu_rgbd/xsub120', 'bone_motion', 120),
+    ('demo.py', 'ntu_rgbd/xview', 'joint', 60)])
+def test_config_files_load_validate_and_take_overrides(spec, dataset, stream, num_classes):
   def parse(*overrides):
-    argv = ['main', f'--config={CONFIGS / name}.py', *overrides]
+    argv = ['main', f'--config={CONFIGS / spec}', *overrides]
     values = flags.FlagValues()
     # As main.py defines it; overrides are read from `sys_argv` (sys.argv in main).
     config_flags.DEFINE_config_file('config', None, flag_values=values, lock_config=True,
@@ -241,3 +260,30 @@ def test_config_files_load_validate_and_take_overrides(name, dataset, stream, nu
                  '--config.stream=bone_motion')
   assert config.model.aggregate_at == 3 and config.stream == 'bone_motion'
   train.validate_config(config, num_devices=4, num_processes=1)
+
+
+def test_variants_are_the_default_recipe_with_their_own_dataset():
+  cs120 = default.get_config('cs120')
+  cv = default.get_config()
+  assert cs120.dataset != cv.dataset
+  for config in (cs120, cv):
+    config.dataset, config.model.num_classes = None, None
+  assert cs120.to_dict() == cv.to_dict()
+  with pytest.raises(ValueError, match="unknown benchmark 'xview'"):
+    default.get_config('xview')
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.model.mixer=foo', "model.mixer='foo' is not a mixer"),
+    ('--config.batch_size=0', 'batch_size=0 must be a positive multiple'),
+])
+def test_main_reports_a_config_error_as_one_line(override, message, tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'stbln_jax.main', f'--config={CONFIGS / "cv.py"}',
+       f'--workdir={tmp_path}', override],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: ') and message in lines[0], lines[0]

@@ -1,0 +1,217 @@
+"""Evaluation: the eval step, a whole split through it, and the reports.
+
+Every example counts once: the last batch of a split is padded and its padding
+masked out inside the step, which returns sums over the real examples and, for the
+per-sample reports, the logits, labels, positions and names of the whole global
+batch (replicated, so any process could write them; process 0 does).
+
+The authors report the best of their per-epoch evaluations; a run's reports give
+that best epoch next to the final checkpoint's own numbers.
+"""
+
+import functools
+import os
+from typing import Callable, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from stbln_jax import checkpoint
+from stbln_jax import input_pipeline
+from stbln_jax import metrics as metrics_lib
+from stbln_jax import models
+from stbln_jax import sharding
+from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import preprocess
+
+# What each entry of a run's list of evaluations holds.
+EVALUATION_KEYS = ('epoch', 'step', 'top1', 'top5', 'loss')
+
+
+# ---- Config checks ---------------------------------------------------------------
+
+def check_global_batch(name: str, size: int, num_devices: int, num_processes: int) -> None:
+  """A global batch splits evenly over devices and processes, or ConfigError."""
+  if size < 1 or size % num_devices:
+    raise models.ConfigError(
+        f'{name}={size} must be a positive multiple of the number of devices '
+        f'({num_devices}): each device gets an equal share of the global batch')
+  if size % num_processes:
+    raise models.ConfigError(f'{name}={size} must be divisible by the number of '
+                             f'processes ({num_processes})')
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None,
+                    num_processes: int | None = None) -> None:
+  """Raises `models.ConfigError` saying what to change if evaluation cannot run here."""
+  models.validate_model_config(config.model)
+  if config.stream not in preprocess.STREAMS:
+    raise models.ConfigError(f'stream={config.stream!r} is not a stream; choose one of '
+                             f'{preprocess.STREAMS}')
+  if config.num_frames < 1:
+    raise models.ConfigError(f'num_frames={config.num_frames} must be positive')
+  check_global_batch('eval_batch_size', config.eval_batch_size,
+                     jax.device_count() if num_devices is None else num_devices,
+                     jax.process_count() if num_processes is None else num_processes)
+
+
+# ---- The step --------------------------------------------------------------------
+
+def _rank_of_label(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """How many classes score strictly higher than the true one (0 = top-1 correct)."""
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  return jnp.sum(logits > label_logit, axis=-1)
+
+
+def eval_step(variables: dict, batch: dict, *, model) -> dict:
+  """Sums over the real (mask=True) examples of a padded batch, plus its logits."""
+  logits = model.apply(variables, batch['skeleton'], train=False)
+  mask = batch['mask']
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  rank = _rank_of_label(logits, batch['label'])
+  return {
+      'loss_sum': jnp.sum(jnp.where(mask, loss, 0.0)),
+      'top1_correct': jnp.sum(mask & (rank < 1)),
+      'top5_correct': jnp.sum(mask & (rank < 5)),
+      'count': jnp.sum(mask),
+      'logits': logits,
+      **{k: batch[k] for k in ('label', 'index', 'mask', 'name')},
+  }
+
+
+def make_eval_step(model, mesh) -> Callable:
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+# ---- A whole split ---------------------------------------------------------------
+
+def evaluate_split(eval_fn: Callable, variables: dict, config: ml_collections.ConfigDict,
+                   mesh, split: str, dataset: input_pipeline.Dataset) -> dict:
+  """Evaluates `variables` on the whole of `split`.
+
+  Returns:
+    {'num_examples', 'top1', 'top5', 'loss'} reduced in the step, and per sample,
+    ordered by position in the split: 'logits' (N, K), 'labels' (N,), 'names'.
+  """
+  sums = {'loss_sum': 0.0, 'top1_correct': 0, 'top5_correct': 0, 'count': 0}
+  kept = {'logits': [], 'label': [], 'index': [], 'name': []}
+  for batch in input_pipeline.eval_batches(
+      config, split, batch_size=config.eval_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count(), dataset=dataset):
+    out = jax.device_get(eval_fn(variables, sharding.to_global(batch, mesh)))
+    for key in sums:
+      sums[key] += out[key]
+    for key in kept:
+      kept[key].append(out[key][out['mask']])
+  count = int(sums['count'])
+  if count == 0:
+    raise ValueError(f'split {split!r} of {config.dataset} has no examples')
+  kept = {k: np.concatenate(v) for k, v in kept.items()}
+  order = np.argsort(kept['index'])
+  return {
+      'num_examples': count,
+      'top1': float(sums['top1_correct']) / count,
+      'top5': float(sums['top5_correct']) / count,
+      'loss': float(sums['loss_sum']) / count,
+      'logits': kept['logits'][order].astype(np.float32),
+      'labels': kept['label'][order].astype(np.int32),
+      'names': input_pipeline.decode_names(kept['name'][order]),
+  }
+
+
+# ---- Reports ---------------------------------------------------------------------
+
+def epochs_done(step: int, steps_per_epoch: int) -> int | float:
+  """Epochs a step count makes: an int at an epoch's end, else to two decimals."""
+  epochs, rest = divmod(step, steps_per_epoch)
+  return epochs if rest == 0 else round(step / steps_per_epoch, 2)
+
+
+def evaluation_entry(result: dict, *, epoch, step: int) -> dict:
+  """One entry of a run's list of evaluations (`EVALUATION_KEYS`)."""
+  return {'epoch': epoch, 'step': int(step),
+          **{k: float(result[k]) for k in ('top1', 'top5', 'loss')}}
+
+
+def best_evaluation(evaluations: Sequence[dict]) -> dict | None:
+  """The evaluation with the highest top-1 (the earliest of ties); None if none."""
+  best = None
+  for entry in evaluations:
+    if best is None or entry['top1'] > best['top1']:
+      best = entry
+  return best
+
+
+def write_reports(result: dict, config: ml_collections.ConfigDict, workdir: str,
+                  split: str, dataset: input_pipeline.Dataset, *, step: int, epoch,
+                  evaluations: Sequence[dict] = ()) -> dict:
+  """Writes eval_<split>.json, confusion_<split>.png and scores_<split>.npz (process 0).
+
+  The summary's top-level numbers are those of the evaluated checkpoint (at `step`,
+  `epoch`); 'best_epoch' is the best of the run's per-epoch `evaluations` of this
+  split up to it, and 'evaluations' lists them all.
+  """
+  summary = metrics_lib.summarize(result['logits'], result['labels'],
+                                  config.model.num_classes)
+  # The step's own reductions are the headline numbers; the host summary adds the
+  # per-class view of the same logits.
+  summary.update({k: result[k] for k in ('num_examples', 'top1', 'top5', 'loss')})
+  summary.update({'split': split, 'dataset': config.dataset, 'stream': config.stream,
+                  'step': int(step), 'epoch': epoch})
+  if evaluations:
+    summary['best_epoch'] = best_evaluation(evaluations)
+    summary['evaluations'] = list(evaluations)
+  workdir_lib.write_json(os.path.join(workdir, f'eval_{split}.json'), summary)
+  workdir_lib.save_scores(workdir, split, names=result['names'],
+                          labels=result['labels'], logits=result['logits'])
+  if jax.process_index() == 0:
+    metrics_lib.plot_confusion_matrix(
+        np.asarray(summary['confusion_matrix']),
+        os.path.join(workdir, f'confusion_{split}.png'), class_names=dataset.class_names,
+        title=f'{config.dataset} {split} ({config.stream}): top-1 {summary["top1"]:.2%}')
+  return summary
+
+
+def describe(summary: dict) -> str:
+  """The checkpoint's top-1 and, if known, the best epoch's: for the log."""
+  text = (f'top-1 {100 * summary["top1"]:.2f}% on the {summary["num_examples"]} examples '
+          f'of {summary["dataset"]}/{summary["split"]} (epoch {summary["epoch"]}, step '
+          f'{summary["step"]})')
+  best = summary.get('best_epoch')
+  if best is not None:
+    text += (f'; best of {len(summary["evaluations"])} per-epoch evaluations: top-1 '
+             f'{100 * best["top1"]:.2f}% at epoch {best["epoch"]}')
+  return text
+
+
+# ---- A saved run -----------------------------------------------------------------
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+             checkpoint_step: int | None = None, split: str | None = None) -> dict:
+  """Evaluates a checkpoint (default: latest) on a whole split; writes its reports."""
+  validate_config(config)
+  split = config.eval_split if split is None else split
+  dataset = input_pipeline.open_dataset(config)
+  if split not in dataset.split_sizes:
+    raise models.ConfigError(f'split {split!r}: {config.dataset} has no such split; '
+                             f'choose one of {sorted(dataset.split_sizes)}')
+  mesh = sharding.make_mesh()
+  variables, progress, step = checkpoint.restore_variables(
+      workdir, sharding.replicated(mesh), checkpoint_step)
+  eval_fn = make_eval_step(models.create_model(config.model), mesh)
+  result = evaluate_split(eval_fn, variables, config, mesh, split, dataset)
+  steps_per_epoch = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  # The run's evaluations are of its eval_split; another split has only this one.
+  evaluations = progress.get('evaluations', []) if split == config.eval_split else []
+  summary = write_reports(result, config, workdir, split, dataset, step=step,
+                          epoch=epochs_done(step, max(steps_per_epoch, 1)),
+                          evaluations=evaluations)
+  logging.info('Checkpoint: %s; top-5 %.2f%%, loss %.4f.', describe(summary),
+               100 * summary['top5'], summary['loss'])
+  return summary

@@ -1,6 +1,6 @@
 """Classification metrics on the host: top-k accuracy, per-class accuracy, confusion.
 
-Pure NumPy on gathered logits and labels, shared by evaluation (`train.evaluate`) and
+Pure NumPy on gathered logits and labels, shared by evaluation (`evaluate`) and
 score fusion (`ensemble`). The jitted steps reduce their own running sums; these
 functions produce the final, per-class and per-sample summaries.
 """

@@ -42,6 +42,7 @@ def main(argv):
   cli.show_only_own_info_logs()
   if _MULTIHOST.value:
     jax.distributed.initialize()
+  # The config is checked before anything is logged: an error is then the only line.
   if _MODE.value == 'train':
     if _CONFIG.value is None:
       raise cli.InputError('training needs --config (e.g. --config=configs/cv.py)')

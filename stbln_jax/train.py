@@ -285,7 +285,7 @@ def _restore_or_init(manager, model, config, optimizer, mesh,
     raise models.ConfigError(
         f'the checkpoint at step {step} was saved at epoch {epoch}, batch {batch}, but '
         f'batch_size={config.batch_size} gives {steps_per_epoch} steps per epoch; resume '
-        f'with the config the run started with ({manager.directory}/../config.json)')
+        f'with the config the run started with (config.json in its workdir)')
   logging.info('Resumed from step %d: epoch %d, after %d of its %d batches.', step,
                epoch + 1, batch, steps_per_epoch)
   return state, list(progress.get('evaluations', []))
@@ -306,8 +306,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config = demo.prepare_data(config, workdir)
   dataset = input_pipeline.open_dataset(config)
   steps_per_epoch = _check_dataset(config, dataset)
-  workdir_lib.save_config(config, workdir)
-  workdir_lib.save_class_names(dataset.class_names, workdir)
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
   schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -315,6 +313,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   state, evaluations = _restore_or_init(manager, model, config, optimizer, mesh,
                                         steps_per_epoch)
+  workdir_lib.save_config(config, workdir)
+  workdir_lib.save_class_names(dataset.class_names, workdir)
   start_step = int(jax.device_get(state['step']))
   total_steps = config.num_epochs * steps_per_epoch
   if config.max_train_steps is not None:

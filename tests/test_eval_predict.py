@@ -98,10 +98,16 @@ def trained(data_dir, tmp_path_factory):
   return workdir, config, summary, scores
 
 
-def final_params(workdir):
-  variables, _, step = checkpoint.restore_variables(
+def latest_checkpoint(workdir):
+  """(variables on the host, progress, step) of the workdir's latest checkpoint."""
+  variables, progress, step = checkpoint.restore_variables(
       workdir, sharding.replicated(sharding.make_mesh()))
-  return jax.device_get(variables), step
+  return jax.device_get(variables), progress, step
+
+
+def final_params(workdir):
+  variables, _, step = latest_checkpoint(workdir)
+  return variables, step
 
 
 def read_report(workdir, split='test'):
@@ -172,25 +178,30 @@ def test_stopped_and_resumed_runs_end_with_the_same_parameters(
   workdir_a, _, _, _ = trained
   expected, expected_step = final_params(workdir_a)
   workdir = str(tmp_path)
-
-  # 1. Stop after epoch 1 (2 steps).
-  train.train_and_evaluate(run_config(data_dir, max_train_steps=2), workdir)
-  _, step = final_params(workdir)
-  assert step == 2
-
-  # 2. Resume; SIGTERM arrives during the first batch of epoch 2.
   original = input_pipeline.train_batches
 
-  def interrupted(config, *, epoch, start_batch=0, **kwargs):
-    for i, batch in enumerate(original(config, epoch=epoch, start_batch=start_batch,
-                                       **kwargs)):
-      if epoch == 1 and start_batch + i == 0:
-        signal.raise_signal(signal.SIGTERM)
-      yield batch
-  monkeypatch.setattr(input_pipeline, 'train_batches', interrupted)
+  def sigterm_during(stop_epoch, stop_batch):
+    """train_batches, raising SIGTERM while that batch is running."""
+    def interrupted(config, *, epoch, start_batch=0, **kwargs):
+      for i, batch in enumerate(original(config, epoch=epoch, start_batch=start_batch,
+                                         **kwargs)):
+        if (epoch, start_batch + i) == (stop_epoch, stop_batch):
+          signal.raise_signal(signal.SIGTERM)
+        yield batch
+    return interrupted
+
+  # 1. SIGTERM in the last batch of epoch 1: saved at its end, not evaluated.
+  monkeypatch.setattr(input_pipeline, 'train_batches', sigterm_during(0, 1))
   assert train.train_and_evaluate(run_config(data_dir), workdir) == {}
-  _, step = final_params(workdir)
+  _, progress, step = latest_checkpoint(workdir)
+  assert step == 2 and progress['evaluations'] == []
+
+  # 2. Resume (evaluating epoch 1 first); SIGTERM in the first batch of epoch 2.
+  monkeypatch.setattr(input_pipeline, 'train_batches', sigterm_during(1, 0))
+  assert train.train_and_evaluate(run_config(data_dir), workdir) == {}
+  _, progress, step = latest_checkpoint(workdir)
   assert step == 3  # saved mid-epoch, after the batch that was running
+  assert [e['step'] for e in progress['evaluations']] == [2]
 
   # 3. Resume from the middle of epoch 2 and finish.
   monkeypatch.setattr(input_pipeline, 'train_batches', original)
@@ -200,6 +211,13 @@ def test_stopped_and_resumed_runs_end_with_the_same_parameters(
   jax.tree.map(np.testing.assert_array_equal, resumed, expected)
   # The same evaluations, so the same best epoch.
   assert read_report(workdir)['evaluations'] == read_report(workdir_a)['evaluations']
+
+
+def test_resuming_with_another_batch_size_says_what_to_change(trained, data_dir, tmp_path):
+  workdir, _, _, _ = trained
+  shutil.copytree(pathlib.Path(workdir) / 'checkpoints', tmp_path / 'checkpoints')
+  with pytest.raises(models.ConfigError, match='resume with the config the run started'):
+    train.train_and_evaluate(run_config(data_dir, batch_size=8), str(tmp_path))
 
 
 # ---- Prediction ----------------------------------------------------------------------

@@ -7,9 +7,8 @@
 # XLA's CPU backend allocates each step's temporaries (gigabytes for a T=300 training
 # step) as one block and frees it at the end of the step; by default glibc hands such
 # blocks back to the OS and every step page-faults them in again. One heap, no mmap for
-# large blocks and no trimming keep them in the process instead (about twice the
-# demo's samples/s on 2 cores); the process then holds its peak memory. Set
-# GLIBC_TUNABLES yourself to override.
+# large blocks and no trimming keep them in the process instead; the process then
+# holds its peak memory. Set GLIBC_TUNABLES yourself to override.
 # Rerunning the same command resumes from the last checkpoint in the workdir.
 set -euo pipefail
 config=${1:?usage: cpu.sh CONFIG WORKDIR [--config.field=value ...]}

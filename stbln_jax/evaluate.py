@@ -185,7 +185,7 @@ def describe(summary: dict) -> str:
           f'{summary["step"]})')
   best = summary.get('best_epoch')
   if best is not None:
-    text += (f'; best of {len(summary["evaluations"])} per-epoch evaluations: top-1 '
+    text += (f"; best of the run's {len(summary['evaluations'])} evaluations: top-1 "
              f'{100 * best["top1"]:.2f}% at epoch {best["epoch"]}')
   return text
 

@@ -143,7 +143,7 @@ def test_report_gives_the_best_epoch_and_the_final_one(trained):
   assert report['best_epoch'] == best
   line = evaluate.describe(summary)
   assert line.startswith(f'top-1 {100 * summary["top1"]:.2f}% on the {NUM_TEST} examples')
-  assert f'best of 2 per-epoch evaluations: top-1 {100 * best["top1"]:.2f}% at epoch' in line
+  assert f"best of the run's 2 evaluations: top-1 {100 * best['top1']:.2f}% at epoch" in line
 
 
 def test_best_evaluation_is_the_highest_top1_and_the_earliest_of_ties():

@@ -516,6 +516,8 @@ def main(argv):
   if not _COLLECT_ONLY.value:
     prepare_data(plan)
     outcome = run_members(plan)
+    for name, what in outcome.items():
+      print(f'{name}: {what}')
   rows = collect(plan, outcome)
   paths = write_results(plan, rows)
   print(open(paths['md']).read())

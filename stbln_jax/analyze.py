@@ -53,7 +53,7 @@ def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
 # ---- The measures -------------------------------------------------------------
 
 def asymmetry_index(x: np.ndarray) -> float:
-  """‖X − Xᵀ‖_F / ‖X‖_F of a square matrix: 0 if symmetric, √2 if antisymmetric.
+  """‖X − Xᵀ‖_F / ‖X‖_F of a square matrix: 0 if symmetric, 2 if antisymmetric.
 
   A zero matrix counts as symmetric (0).
   """

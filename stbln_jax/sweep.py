@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -425,6 +424,7 @@ def plot(plan: Plan, rows: list[dict], path: str) -> bool:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   if plan.sweep == 'table2':
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, m in enumerate(dict.fromkeys(r['mixer'] for r in rows)):
@@ -438,6 +438,7 @@ def plot(plan: Plan, rows: list[dict], path: str) -> bool:
                       if r['mixer'] == m and r['paper_top1'] is not None)
       if theirs:
         ax.plot(*zip(*theirs), 'x--', color=color, alpha=0.6, label=f'{label} (paper)')
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel('number of layers')
     ax.set_ylabel('top-1 (%)')
     ax.set_title('Table II: accuracy vs depth')
@@ -464,6 +465,8 @@ def plot(plan: Plan, rows: list[dict], path: str) -> bool:
     last = plan.config.model.num_layers
     for r in none_rows:
       ax2.plot([last + 1], [r['gflops']], 'ko', label='ours, no aggregation')
+    for a in (ax, ax2):
+      a.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax2.set_xlabel('λ')
     ax2.set_ylabel('GFLOPs per sample')
     ax2.set_title('Fig. 5: FLOPs vs λ')

@@ -148,3 +148,28 @@ def test_members_of_each_sweep():
   assert sweep.member_config(config, t2[3]).model.num_layers == 4
   with pytest.raises(ValueError, match='unknown sweep'):
     sweep.members('table3', config)
+
+
+def test_collected_tables_before_any_member_ran(tmp_path):
+  from configs import cv
+  config = cv.get_config()
+  config.model.channels = (8,) * 10
+  config.num_frames = 16
+  fig4 = sweep.make_plan('fig4', config, str(REPO / 'configs' / 'cv.py'), str(tmp_path))
+  rows = sweep.collect(fig4)
+  assert [r['status'] for r in rows] == ['not run'] * 11
+  by_lambda = {r['aggregate_at']: r for r in rows}
+  assert by_lambda[10]['speedup_vs_last_layer'] == pytest.approx(1.0)
+  assert by_lambda[1]['gflops'] < by_lambda[10]['gflops'] < by_lambda[None]['gflops']
+  paths = sweep.write_results(fig4, rows)
+  table = open(paths['md']).read()
+  lines = {line.split('|')[1].strip(): line for line in table.splitlines()
+           if line.startswith('| ') and not line.startswith('| λ')}
+  assert '| 2.78 |' in lines['6'] and '| 2.14 |' in lines['7']
+  assert '| 24.59 |' in lines['10'] and '| 24.93 |' in lines['none']
+  assert '93.06' in lines['6'] and '93.06' not in lines['7']  # Fig. 4's best CV point
+  assert open(paths['png'], 'rb').read().startswith(b'\x89PNG')
+
+  table1 = sweep.make_plan('table1', config, str(REPO / 'configs' / 'cv.py'), str(tmp_path))
+  text = sweep.format_markdown(table1, sweep.collect(table1))
+  assert '| Â+LLᵀ | — | 87.14 | 93.86 |' in text

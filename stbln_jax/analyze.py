@@ -232,9 +232,13 @@ def write_report(config, params: dict, out_dir: str, *, title: str = '',
   layers = network_matrices(config, params)
   if not layers:
     raise ValueError('the parameters hold no layer_<i>/mixer: nothing to analyse')
+  v = layers[0].effective.shape[-1]
   lines = [f'# Spatial matrices of {title or "a trained network"}', '',
            f'Mixer: `{config.model.mixer}` ({len(layers)} layers with a node map; '
-           f'λ = {config.model.aggregate_at}). Asymmetry ‖X − Xᵀ‖_F / ‖X‖_F (0: symmetric); '
+           f'λ = {config.model.aggregate_at}). Asymmetry ‖X − Xᵀ‖_F / ‖X‖_F: 0 when symmetric, '
+           f'√2 = 1.414 for a directed graph with no edge both ways (Â\'s inward and outward '
+           f'partitions), about {np.sqrt(2 * (v - 1) / v):.3f} for {v}×{v} independent random '
+           f'entries; '
            f'distance ‖U_p − Â_p‖_F / ‖Â_p‖_F of the effective matrix from Â'
            + (' (Â of the NTU graph for reference: this mixer never uses it).'
               if config.model.mixer == 'bilinear' else '.'), '',

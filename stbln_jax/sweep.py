@@ -465,8 +465,12 @@ def plot(plan: Plan, rows: list[dict], path: str) -> bool:
     last = plan.config.model.num_layers
     for r in none_rows:
       ax2.plot([last + 1], [r['gflops']], 'ko', label='ours, no aggregation')
-    for a in (ax, ax2):
-      a.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    if none_rows:
+      ticks = list(range(1, last + 2))
+      ax2.set_xticks(ticks, [str(t) for t in ticks[:-1]] + ['none'])
+    else:
+      ax2.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax2.set_xlabel('λ')
     ax2.set_ylabel('GFLOPs per sample')
     ax2.set_title('Fig. 5: FLOPs vs λ')

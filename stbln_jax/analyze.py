@@ -27,10 +27,16 @@ import numpy as np
 from stbln_jax import graph
 from stbln_jax import mixers
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
-_STEP = flags.DEFINE_integer('checkpoint_step', None, 'The checkpoint (default: latest).')
-_OUT = flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/analysis).')
-_TOP = flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Only when run as a program: `stbln_jax.sweep` and `stbln_jax.main` also define --workdir.
+  flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
+  flags.DEFINE_integer('checkpoint_step', None, 'The checkpoint (default: latest).')
+  flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/analysis).')
+  flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
+
 
 # Kinect v2 joint names in NTU order (0-based index = joint number - 1).
 JOINT_NAMES = (
@@ -271,16 +277,17 @@ def write_report(config, params: dict, out_dir: str, *, title: str = '',
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _WORKDIR.value is None:
+  if FLAGS.workdir is None:
     raise app.UsageError('--workdir is required (the --workdir of a training run)')
   from stbln_jax import train  # pylint: disable=g-import-not-at-top
   train.show_only_own_info_logs()
-  config, params, step = load_run(_WORKDIR.value, _STEP.value)
-  out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
-  path = write_report(config, params, out, top=_TOP.value,
-                      title=f'{os.path.abspath(_WORKDIR.value)}, step {step}')
+  config, params, step = load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, 'analysis')
+  path = write_report(config, params, out, top=FLAGS.top_joints,
+                      title=f'{os.path.abspath(FLAGS.workdir)}, step {step}')
   print(f'Wrote {path}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -45,22 +45,28 @@ from stbln_jax import paper_results
 SWEEPS = ('table1', 'table2', 'fig4')
 TABLE_MIXERS = ('additive', 'symmetric', 'bilinear')
 
-_SWEEP = flags.DEFINE_enum('sweep', None, SWEEPS, 'Which experiment of the paper.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Root directory: one subdirectory per member.')
-_EMIT = flags.DEFINE_enum('emit', None, ['commands', 'slurm'],
-                          'Print the members as shell commands or as a SLURM array script '
-                          'instead of running them.')
-_COLLECT_ONLY = flags.DEFINE_bool('collect_only', False,
-                                  'Run nothing; only collect the finished members.')
-_MIXERS = flags.DEFINE_list('mixers', None,
-                            f'table1/table2: the mixers (default: {",".join(TABLE_MIXERS)}).')
-_DEPTHS = flags.DEFINE_list('depths', None, 'table2: the depths (default: 1..L).')
-_LAMBDAS = flags.DEFINE_list('lambdas', None,
-                             "fig4: the λ values, 'none' for no aggregation (default: 1..L,none).")
-_SLURM_OPTIONS = flags.DEFINE_list('slurm_options', ['--gres=gpu:1', '--time=24:00:00'],
-                                   '--emit=slurm: #SBATCH lines added to the script.')
-config_flags.DEFINE_config_file('config', None, 'Base config file (configs/*.py).',
-                                lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a program, so importing this module (tests, other
+  # commands) never clashes with another command's flags of the same name.
+  flags.DEFINE_enum('sweep', None, SWEEPS, 'Which experiment of the paper.')
+  flags.DEFINE_string('workdir', None, 'Root directory: one subdirectory per member.')
+  flags.DEFINE_enum('emit', None, ['commands', 'slurm'],
+                    'Print the members as shell commands or as a SLURM array script instead '
+                    'of running them.')
+  flags.DEFINE_bool('collect_only', False, 'Run nothing; only collect the finished members.')
+  flags.DEFINE_list('mixers', None,
+                    f'table1/table2: the mixers (default: {",".join(TABLE_MIXERS)}).')
+  flags.DEFINE_list('depths', None, 'table2: the depths (default: 1..L).')
+  flags.DEFINE_list('lambdas', None,
+                    "fig4: the λ values, 'none' for no aggregation (default: 1..L,none).")
+  flags.DEFINE_list('slurm_options', ['--gres=gpu:1', '--time=24:00:00'],
+                    '--emit=slurm: #SBATCH lines added to the script.')
+  config_flags.DEFINE_config_file('config', None, 'Base config file (configs/*.py).',
+                                  lock_config=True)
+
 
 _SHIM_NAME = 'sweep_config.py'
 
@@ -496,31 +502,31 @@ def write_results(plan: Plan, rows: list[dict]) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _SWEEP.value is None or _WORKDIR.value is None or flags.FLAGS.config is None:
+  if FLAGS.sweep is None or FLAGS.workdir is None or FLAGS.config is None:
     raise app.UsageError('--sweep, --config and --workdir are required')
-  config = flags.FLAGS.config
-  config_path = config_flags.get_config_filename(flags.FLAGS['config'])
-  for m in _MIXERS.value or ():
+  config = FLAGS.config
+  config_path = config_flags.get_config_filename(FLAGS['config'])
+  for m in FLAGS.mixers or ():
     if m not in paper_results.MIXER_LABELS:
       raise app.UsageError(f'--mixers: {m!r} is not a mixer; choose from '
                            f'{", ".join(paper_results.MIXER_LABELS)}')
   total = len(config.model.channels)
   plan = make_plan(
-      _SWEEP.value, config, config_path, _WORKDIR.value, config_overrides(sys.argv[1:]),
-      mixers=_MIXERS.value,
-      depths=_parse_ints(_DEPTHS.value, range(1, total + 1), 'depths'),
-      lambdas=(None if _LAMBDAS.value is None else
-               _parse_ints(_LAMBDAS.value, (), 'lambdas', allow_none=True)))
-  if _EMIT.value == 'commands':
+      FLAGS.sweep, config, config_path, FLAGS.workdir, config_overrides(sys.argv[1:]),
+      mixers=FLAGS.mixers,
+      depths=_parse_ints(FLAGS.depths, range(1, total + 1), 'depths'),
+      lambdas=(None if FLAGS.lambdas is None else
+               _parse_ints(FLAGS.lambdas, (), 'lambdas', allow_none=True)))
+  if FLAGS.emit == 'commands':
     prepare_data(plan)
     print(emit_commands(plan), end='')
     return
-  if _EMIT.value == 'slurm':
+  if FLAGS.emit == 'slurm':
     prepare_data(plan)
-    print(emit_slurm(plan, _SLURM_OPTIONS.value), end='')
+    print(emit_slurm(plan, FLAGS.slurm_options), end='')
     return
   outcome = None
-  if not _COLLECT_ONLY.value:
+  if not FLAGS.collect_only:
     prepare_data(plan)
     outcome = run_members(plan)
     for name, what in outcome.items():
@@ -535,4 +541,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -49,9 +49,10 @@ JOINT_NAMES = (
 
 def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
   """(config, params, step) of a run's checkpoint: the one place that reads a run."""
-  from stbln_jax import train  # pylint: disable=g-import-not-at-top  (the trainer is heavy)
-  config = train.load_config(workdir)
-  variables, step = train.restore_variables(config, workdir, train.make_mesh(), step)
+  from stbln_jax import checkpoint, sharding, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = workdir_lib.load_config(workdir)
+  mesh = sharding.make_mesh()
+  variables, _, step = checkpoint.restore_variables(workdir, sharding.replicated(mesh), step)
   params = {k: v for k, v in variables['params'].items()}
   return config, params, step
 
@@ -279,8 +280,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.workdir is None:
     raise app.UsageError('--workdir is required (the --workdir of a training run)')
-  from stbln_jax import train  # pylint: disable=g-import-not-at-top
-  train.show_only_own_info_logs()
+  from stbln_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.show_only_own_info_logs()
   config, params, step = load_run(FLAGS.workdir, FLAGS.checkpoint_step)
   out = FLAGS.out or os.path.join(FLAGS.workdir, 'analysis')
   path = write_report(config, params, out, top=FLAGS.top_joints,

@@ -6,10 +6,10 @@ r"""Data benchmarks on synthetic NTU files: build speed and pipeline speed.
 `build` writes real-format synthetic `.skeleton` files once (--frames=90,110
 by default: NTU-sized, one or two bodies), then times `build_dataset` of
 --dataset (`ntu_rgbd/xview`) end to end (listing, parsing in --num_processes
-workers, serialising, writing, shuffling). Besides files/s it reports where the CPU
-goes: the parser's time per file (measured in this process on a sample) and
-the main process's (TFDS encoding and writing), so that runs on a busy machine
-can still be compared; the load average says how busy it was.
+workers, serialising, writing, shuffling). Besides files/s it reports where
+the CPU goes: the parser's time per file (measured in this process on a
+sample) and the main process's (TFDS encoding and writing), so that runs on a
+busy machine can still be compared; the load average says how busy it was.
 
 `pipeline` times `input_pipeline.train_batches` alone on that dataset (built
 first if missing) for each --streams, at --batch_size and --num_frames,

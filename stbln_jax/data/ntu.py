@@ -16,7 +16,7 @@ import os
 import pathlib
 import re
 
-# ---- Joints and bones (Kinect v2) --------------------------------------------
+# ---- Joints and bones (Kinect v2) ------------------------------------------
 
 NUM_JOINTS = 25
 JOINT_NAMES = (
@@ -56,7 +56,7 @@ SPINE_MID = JOINT_NAMES.index('SpineMid')
 LEFT_SHOULDER = JOINT_NAMES.index('ShoulderLeft')
 RIGHT_SHOULDER = JOINT_NAMES.index('ShoulderRight')
 
-# ---- Actions (A001 ... A120; label = action - 1) ------------------------------
+# ---- Actions (A001 ... A120; label = action - 1) ---------------------------
 
 ACTION_NAMES = (
     # NTU RGB+D 60: A001-A060.
@@ -109,7 +109,7 @@ assert len(ACTION_NAMES) == 120
 # Two-person interactions.
 MUTUAL_ACTIONS = frozenset(range(50, 61)) | frozenset(range(106, 121))
 
-# ---- Benchmark splits ----------------------------------------------------------
+# ---- Benchmark splits -------------------------------------------------------
 
 # Cross-view (NTU-60): cameras 2 and 3 train, camera 1 tests.
 XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
@@ -149,7 +149,7 @@ def missing_samples(num_classes: int) -> frozenset[str]:
                    if _NAME_RE.fullmatch(line.strip()))
 
 
-# ---- Sample names --------------------------------------------------------------
+# ---- Sample names -----------------------------------------------------------
 
 _NAME_RE = re.compile(r'S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})')
 

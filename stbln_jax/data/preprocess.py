@@ -236,7 +236,8 @@ def pre_normalize(x: np.ndarray) -> np.ndarray:
   s *= np.repeat(mask[..., None], 3, axis=-1)
   z_rotation = rotation_onto(s[0, 0, ntu.SPINE_MID] - s[0, 0, ntu.SPINE_BASE],
                              [0.0, 0.0, 1.0])
-  shoulders = z_rotation @ (s[0, 0, ntu.RIGHT_SHOULDER] - s[0, 0, ntu.LEFT_SHOULDER])
+  shoulders = z_rotation @ (s[0, 0, ntu.RIGHT_SHOULDER]
+                            - s[0, 0, ntu.LEFT_SHOULDER])
   x_rotation = rotation_onto(shoulders, [1.0, 0.0, 0.0])
   # Both rotations at once; zeros (absent joints) stay zero.
   return (s @ (x_rotation @ z_rotation).T).astype(np.float32)
@@ -252,10 +253,11 @@ def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
   axis = axis / math.sqrt(np.dot(axis, axis))
   a = math.cos(angle / 2.0)
   b, c, d = -axis * math.sin(angle / 2.0)
+  aa, bb, cc, dd = a * a, b * b, c * c, d * d
   return np.array([
-      [a * a + b * b - c * c - d * d, 2 * (b * c + a * d), 2 * (b * d - a * c)],
-      [2 * (b * c - a * d), a * a + c * c - b * b - d * d, 2 * (c * d + a * b)],
-      [2 * (b * d + a * c), 2 * (c * d - a * b), a * a + d * d - b * b - c * c]])
+      [aa + bb - cc - dd, 2 * (b * c + a * d), 2 * (b * d - a * c)],
+      [2 * (b * c - a * d), aa + cc - bb - dd, 2 * (c * d + a * b)],
+      [2 * (b * d + a * c), 2 * (c * d - a * b), aa + dd - bb - cc]])
 
 
 def _align(vector: np.ndarray, target) -> np.ndarray:

@@ -285,5 +285,6 @@ def _check_lines(after_newline, n, frame_heads, heads, upto):
   j = int(diff[0]) if len(diff) else size  # line j (1-based) is wrong
   got, want = np.append(actual, upto), np.append(expected, upto)
   got, want = int(got[j] - got[j - 1]), int(want[j] - want[j - 1])
-  raise _Problem('blank line' if got == 0 else f'{_LINE_KINDS.get(want, "line")}'
-                 f': expected {want} values, got {got}', line=j)
+  kind = _LINE_KINDS.get(want, 'line')
+  raise _Problem('blank line' if got == 0 else
+                 f'{kind}: expected {want} values, got {got}', line=j)

@@ -287,6 +287,14 @@ def test_no_skeleton_is_a_clear_error(ntu_samples_dir, preprocessing):
   assert info.value.path == str(path)
 
 
+@pytest.mark.parametrize('preprocessing', preprocess.PREPROCESSINGS)
+def test_bodies_all_at_zero_are_no_skeleton(preprocessing):
+  skeleton = _skeleton_from_tracks(
+      [(3, np.ones(5, bool), np.zeros((5, V, 3)))], 5, np.float64)
+  with pytest.raises(preprocess.NoSkeletonError, match='exactly zero'):
+    preprocess.preprocess_skeleton(skeleton, preprocessing)
+
+
 def test_preprocess_skeleton_is_the_full_reader_bit_for_bit(ntu_samples_dir,
                                                            tmp_path):
   from stbln_jax.data import synthetic
@@ -494,7 +502,7 @@ def test_two_stream_record_is_one_period():
   assert out.shape == (20, 2, V, 3)
   buffer = np.zeros((2, 300, V, 3), np.float32)
   buffer[:, :10] = preprocess.select_slots(preprocess.body_slots(skeleton))
-  full = preprocess.two_stream_sample(buffer)
+  full = preprocess.pre_normalization_2s_agcn(buffer)
   np.testing.assert_array_equal(preprocess.pad_or_crop(out, 300), full)
   # The second person goes round every 4 frames (its shape; frames are
   # centred on the first person).

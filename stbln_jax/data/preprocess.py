@@ -12,7 +12,7 @@ fixed length and the bone/motion streams. Two preprocessings
       motion energy are the persons, each person's empty leading frames are
       dropped and its empty trailing frames filled by repeating its own
       frames up to 300, then centring and the two rotations
-      (`two_stream_sample`).
+      (`pre_normalization_2s_agcn`).
   'tracked': bodies followed by tracking ID (`select_bodies`), so a person
       stays one when the order of bodies in a frame changes, then the same
       normalisation on the clip's own length (`pre_normalize`).
@@ -272,7 +272,7 @@ def _align(vector: np.ndarray, target) -> np.ndarray:
   return axis_angle_rotation(np.cross(vector, target), angle)
 
 
-def two_stream_sample(persons: np.ndarray) -> np.ndarray:
+def pre_normalization_2s_agcn(persons: np.ndarray) -> np.ndarray:
   """2s-AGCN's `pre_normalization` of one sample, on its 300-frame buffer.
 
   Steps, in float32 as there (frames are empty where their coordinates sum
@@ -333,8 +333,8 @@ def _length(person: np.ndarray) -> int:
 
 
 def _period(persons: np.ndarray) -> int:
-  """After how many frames `two_stream_sample(persons)` repeats: the least
-  common multiple of the persons' lengths after step 1 (1 if none)."""
+  """After how many frames `pre_normalization_2s_agcn(persons)` repeats:
+  the least common multiple of the persons' lengths after its step 1."""
   return math.lcm(*(
       int(_present(p).sum()) if p[0].sum() == 0 else _length(p)
       for p in persons if p.sum() != 0))
@@ -381,11 +381,16 @@ def preprocess_skeleton(
     sample = pre_normalize(select_bodies(skeleton, NUM_PERSONS))
   else:
     persons = select_slots(body_slots(skeleton)).astype(np.float32)
-    buffer = np.zeros((NUM_PERSONS, max(MAX_FRAMES, skeleton.num_frames),
-                       NUM_JOINTS, 3), np.float32)
-    buffer[:, :skeleton.num_frames] = persons
-    sample = (two_stream_sample(buffer)[:_period(persons)]
-              if persons.sum() != 0 else buffer[:0])
+    sample = np.zeros((0, NUM_PERSONS, NUM_JOINTS, 3), np.float32)
+    if any(p.sum() != 0 for p in persons):
+      # 2s-AGCN's buffer is 300 frames; its first P frames come out the same
+      # from any buffer of at least P frames that holds the file.
+      period = _period(persons)
+      buffer = np.zeros((NUM_PERSONS, min(
+          max(skeleton.num_frames, period),
+          max(MAX_FRAMES, skeleton.num_frames)), NUM_JOINTS, 3), np.float32)
+      buffer[:, :skeleton.num_frames] = persons
+      sample = pre_normalization_2s_agcn(buffer)[:period]
   if len(sample) == 0:
     raise NoSkeletonError(skeleton.path, None,
                           'every body has all joints at exactly zero')

@@ -144,7 +144,8 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
     heads, counts = _structure(tokens, np.searchsorted(starts, newlines))
     at = (heads[:, None] + _STATES).ravel()
     if junk is None:  # then every token is a number
-      state = _take(tokens, values, at)
+      state = (buf[starts[at]] - 48.0 if values is None and np.all(
+          ends[at] - starts[at] == 1) else _take(tokens, values, at))
       bad = np.flatnonzero((state != 0) & (state != 1) & (state != 2))
       if len(bad):
         raise _Problem('joint tracking state must be 0, 1 or 2, got '
@@ -171,19 +172,21 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
 
 def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
   """Whether every token is surely a finite number. Without letters, a token
-  is `[-+]?(digits[.digits]|.digits)` when its only sign is its first byte,
-  it holds one dot at most and a digit; the rare ones with an exponent are
-  checked one by one."""
-  if data.translate(None, _NUMBER_BYTES):
-    return False  # letters (as in 'nan') or other junk
-  sign = (buf == ord('+')) | (buf == ord('-'))
-  e = (buf | 0x20) == ord('e')
-  dots = np.add.reduceat((buf == ord('.')).view(np.uint8), starts)
-  if (np.any(sign[1:] & (buf[:-1] > 32) & ~e[:-1]) or np.any(dots > 1)
-      or np.any(ends - starts - dots - sign[starts] < 1)
+  is `[-+]?(digits[.digits]|.digits)` when a sign is only its first byte, it
+  holds one dot at most (no '..' once digits are gone) and ends in a digit,
+  or in a dot after one; those with an exponent are checked one by one."""
+  if (data.translate(None, _NUMBER_BYTES)
+      or b'..' in data.translate(None, b'0123456789')):
+    return False  # letters (as in 'nan'), other junk, or two dots
+  after = buf[np.flatnonzero((buf == ord('+')) | (buf == ord('-'))) - 1]
+  digit = lambda b: b - ord('0') <= 9  # uint8: bytes below '0' wrap round
+  last, before = buf[ends - 1], buf[ends - 2]
+  if (np.any((after > 32) & ((after | 0x20) != ord('e')))  # an inner sign
+      or not np.all(digit(last) | ((last == ord('.')) & digit(before)))
       or np.max(ends - starts) > 300):
     return False
-  exponents = np.searchsorted(starts, np.flatnonzero(e), 'right') - 1
+  e = np.flatnonzero((buf | 0x20) == ord('e'))
+  exponents = np.searchsorted(starts, e, 'right') - 1
   return all(_NUMBER_RE.fullmatch(data[starts[k]:ends[k]]) and math.isfinite(
       float(data[starts[k]:ends[k]])) for k in set(exponents.tolist()))
 

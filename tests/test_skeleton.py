@@ -56,6 +56,17 @@ def _rows_of_frame(skeleton, t):
   return np.flatnonzero(skeleton.frame_index == t)
 
 
+def track(skeleton, body_id):
+  """One body over the file: present bool (T,), xyz (T, 25, 3) (zeros
+  where absent)."""
+  mine = skeleton.body_ids == body_id
+  present = np.zeros((skeleton.num_frames,), bool)
+  present[skeleton.frame_index[mine]] = True
+  xyz = np.zeros((skeleton.num_frames, 25, 3), skeleton.xyz.dtype)
+  xyz[skeleton.frame_index[mine]] = skeleton.xyz[mine]
+  return present, xyz
+
+
 @pytest.mark.parametrize('name', sorted(REAL))
 def test_real_files_parse_like_a_line_by_line_reader(ntu_samples_dir, name):
   path = ntu_samples_dir / f'{name}.skeleton'
@@ -94,7 +105,7 @@ def test_two_bodies_keep_distinct_int64_ids(ntu_samples_dir):
       72057594037944738, 72057594037944734)
   # Both IDs are the same float64, so they must not go through floats.
   assert float(72057594037944738) == float(72057594037944734)
-  present, xyz = skeleton.track(72057594037944734)
+  present, xyz = track(skeleton, 72057594037944734)
   assert present.all() and xyz.shape == (70, 25, 3)
   np.testing.assert_array_equal(xyz[5], skeleton.xyz[_rows_of_frame(
       skeleton, 5)[1]])
@@ -106,7 +117,7 @@ def test_empty_file_has_frames_without_bodies(ntu_samples_dir):
   assert skeleton.xyz.shape == (0, 25, 3) and skeleton.joints.shape == (
       0, 25, 12)
   assert len(skeleton.body_ids) == 0
-  present, xyz = skeleton.track(1)
+  present, xyz = track(skeleton, 1)
   assert not present.any() and xyz.shape == (71, 25, 3)
 
 

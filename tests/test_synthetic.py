@@ -9,6 +9,7 @@ from stbln_jax.data import preprocess
 from stbln_jax.data import read_skeleton
 from stbln_jax.data import skeleton as skeleton_lib
 from stbln_jax.data import synthetic
+import test_skeleton  # one body over a file: `track`
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +57,7 @@ def test_files_round_trip_and_names_parse(small_dataset):
         setup=sample.setup, frames=(30, 50), seed=3)
     assert skeleton.num_frames == sequence.num_frames
     for body in sequence.bodies:
-      present, xyz = skeleton.track(body.body_id)
+      present, xyz = test_skeleton.track(skeleton, body.body_id)
       np.testing.assert_array_equal(present, body.present)
       np.testing.assert_allclose(xyz[present], body.xyz[present], atol=5e-6,
                                  rtol=1e-6)

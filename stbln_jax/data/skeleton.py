@@ -77,16 +77,6 @@ class Skeleton:
   body_info: np.ndarray | None = None
   joints: np.ndarray | None = None
 
-  def track(self, body_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """One body over the file: present bool (T,), xyz (T, 25, 3) (zeros
-    where absent)."""
-    mine = self.body_ids == body_id
-    present = np.zeros((self.num_frames,), bool)
-    present[self.frame_index[mine]] = True
-    xyz = np.zeros((self.num_frames,) + self.xyz.shape[1:], self.xyz.dtype)
-    xyz[self.frame_index[mine]] = self.xyz[mine]
-    return present, xyz
-
 
 def read_skeleton(path: str | os.PathLike[str], dtype=np.float32,
                   xyz_only: bool = False) -> Skeleton:
@@ -140,12 +130,14 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
   if not (xyz_only and _plain(data, buf, starts, ends)):
     values = _decode(tokens, data)
     junk = _first_junk(tokens) if values is None else None
+  take = lambda at: (values[at] if values is not None else  # as float64
+                     np.array([tokens[k] for k in at.tolist()], np.float64))
   try:
     heads, counts = _structure(tokens, np.searchsorted(starts, newlines))
     at = (heads[:, None] + _STATES).ravel()
     if junk is None:  # then every token is a number
       state = (buf[starts[at]] - 48.0 if values is None and np.all(
-          ends[at] - starts[at] == 1) else _take(tokens, values, at))
+          ends[at] - starts[at] == 1) else take(at))
       bad = np.flatnonzero((state != 0) & (state != 1) & (state != 2))
       if len(bad):
         raise _Problem('joint tracking state must be 0, 1 or 2, got '
@@ -161,7 +153,7 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
   frame_index = np.repeat(np.arange(len(counts)), counts)
   body_ids = np.array([int(tokens[h]) for h in heads], np.int64)
   if xyz_only:
-    xyz = _take(tokens, values, (heads[:, None] + _XYZ).ravel())
+    xyz = take((heads[:, None] + _XYZ).ravel())
     return Skeleton(path, len(counts), frame_index, body_ids,
                     xyz.astype(dtype).reshape(len(heads), NUM_JOINTS, 3))
   body = values[heads[:, None] + np.arange(1, _BODY_TOKENS)].astype(dtype)
@@ -178,10 +170,10 @@ def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
   if (data.translate(None, _NUMBER_BYTES)
       or b'..' in data.translate(None, b'0123456789')):
     return False  # letters (as in 'nan'), other junk, or two dots
-  after = buf[np.flatnonzero((buf == ord('+')) | (buf == ord('-'))) - 1]
+  ahead = buf[np.flatnonzero((buf == ord('+')) | (buf == ord('-'))) - 1]
   digit = lambda b: b - ord('0') <= 9  # uint8: bytes below '0' wrap round
   last, before = buf[ends - 1], buf[ends - 2]
-  if (np.any((after > 32) & ((after | 0x20) != ord('e')))  # an inner sign
+  if (np.any((ahead > 32) & ((ahead | 0x20) != ord('e')))  # an inner sign
       or not np.all(digit(last) | ((last == ord('.')) & digit(before)))
       or np.max(ends - starts) > 300):
     return False
@@ -203,6 +195,7 @@ def _decode(tokens: list[bytes], data: bytes) -> np.ndarray | None:
 
 
 def _first_junk(tokens: list[bytes]) -> _Problem | None:
+  """The first token that is no finite number, as a `_Problem`."""
   for k, text in enumerate(tokens):
     if not (_NUMBER_RE.fullmatch(text) and math.isfinite(float(text))):
       number = (_NUMBER_RE.fullmatch(text)
@@ -210,13 +203,6 @@ def _first_junk(tokens: list[bytes]) -> _Problem | None:
       kind = 'non-finite value' if number else 'non-numeric token'
       return _Problem(f"{kind} '{_shown(text)}'", token=k)
   return None
-
-
-def _take(tokens, values, at: np.ndarray) -> np.ndarray:
-  """Tokens `at` as float64, from `values` if decoded."""
-  if values is not None:
-    return values[at]
-  return np.array([tokens[k] for k in at.tolist()], np.float64)
 
 
 def _shown(text: bytes) -> str:
@@ -257,6 +243,10 @@ def _structure(tokens, after_newline):
                      f'({num_bodies} bodies announced)', token=n)
   for h in heads:
     text = tokens[h + _JOINTS_AT - 1]
+    if not tokens[h].isdigit() or int(tokens[h]) >= 2**63:
+      check(h)
+      raise _Problem('expected an integer body ID below 2**63, got '
+                     f'{_shown(tokens[h])}', token=h)
     if not (text.isdigit() and int(text) == NUM_JOINTS):
       check(h + _JOINTS_AT - 1)
       raise _Problem(f'expected {NUM_JOINTS} joints, got {_shown(text)}',
@@ -265,10 +255,6 @@ def _structure(tokens, after_newline):
   if k < n:
     raise _Problem('unexpected data after the last frame: '
                    f"'{_shown(tokens[k])}'", token=k, trailing=True)
-  for h in heads:
-    if not tokens[h].isdigit() or int(tokens[h]) >= 2**63:
-      raise _Problem('expected an integer body ID below 2**63, got '
-                     f'{_shown(tokens[h])}', token=h)
   return np.asarray(heads, np.int64), counts
 
 

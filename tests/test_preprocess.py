@@ -352,7 +352,7 @@ def test_preprocess_skeleton_rejects_the_corpus_with_file_and_line(
 
 # ---- 2s-AGCN's preprocessing ('2s-agcn') -----------------------------------
 
-def _two_stream_reference(path, max_frames=300):
+def _2s_agcn_reference(path, max_frames=300):
   """2s-AGCN's `ntu_gendata.read_xyz` and `preprocess.pre_normalization`
   for one file, step by step: float64 slots read line by line, 2 of 4 kept
   by energy, then a float32 (M, 300, V, 3) buffer padded, centred and turned
@@ -413,11 +413,11 @@ def _two_stream_reference(path, max_frames=300):
   return s.transpose(1, 0, 2, 3)
 
 
-def _assert_two_stream(path, reference=None):
+def _assert_2s_agcn(path, reference=None):
   """`preprocess_skeleton(path)` repeated to 300 frames is 2s-AGCN's sample
   (up to one float32 rounding of the rotated coordinates)."""
   out = preprocess.preprocess_skeleton(path)
-  reference = _two_stream_reference(path) if reference is None else reference
+  reference = _2s_agcn_reference(path) if reference is None else reference
   full = preprocess.pad_or_crop(out, 300)
   np.testing.assert_array_equal(full == 0, reference == 0)
   np.testing.assert_allclose(full, reference, rtol=0, atol=1e-6)
@@ -444,14 +444,14 @@ def _rewrite_frames(path, out, edit):
                                   'S002C001P003R001A003',
                                   'S003C001P015R001A034',
                                   'S004C002P003R001A017'])
-def test_two_stream_matches_2s_agcn_on_real_files(ntu_samples_dir, name):
+def test_2s_agcn_matches_2s_agcn_on_real_files(ntu_samples_dir, name):
   path = ntu_samples_dir / f'{name}.skeleton'
-  out = _assert_two_stream(path)
+  out = _assert_2s_agcn(path)
   # Every person is as long as the clip: the record is the clip.
   assert len(out) == read_skeleton(path).num_frames
 
 
-def test_two_stream_keeps_body_slots_when_a_body_id_changes(ntu_samples_dir,
+def test_2s_agcn_keeps_body_slots_when_a_body_id_changes(ntu_samples_dir,
                                                            tmp_path):
   """From frame 30 on, the first body of the two-person file has another
   tracking ID: 2s-AGCN's slots do not see it, 'tracked' makes it a third
@@ -466,21 +466,21 @@ def test_two_stream_keeps_body_slots_when_a_body_id_changes(ntu_samples_dir,
 
   path = _rewrite_frames(original, tmp_path / 'switch.skeleton', new_id)
   assert len(set(read_skeleton(path).body_ids.tolist())) == 3
-  out = _assert_two_stream(path)
+  out = _assert_2s_agcn(path)
   assert out.tobytes() == preprocess.preprocess_skeleton(original).tobytes()
   tracked = preprocess.preprocess_skeleton(path, 'tracked')
   assert not np.allclose(tracked, out, atol=1e-3)
 
 
-def test_two_stream_repeats_each_person_on_its_own(ntu_samples_dir, tmp_path):
+def test_2s_agcn_repeats_each_person_on_its_own(ntu_samples_dir, tmp_path):
   """The second body is gone from the last 12 of the 70 frames: 2s-AGCN
   repeats its 58 frames and the first person's 70 frames each to 300, so
   the record is the whole 300-frame sample; 'tracked' keeps 70 frames."""
   original = ntu_samples_dir / 'S001C003P008R002A058.skeleton'
   path = _rewrite_frames(original, tmp_path / 'unequal.skeleton',
                          lambda t, bodies: bodies[:1] if t >= 58 else bodies)
-  reference = _two_stream_reference(path)
-  out = _assert_two_stream(path, reference)
+  reference = _2s_agcn_reference(path)
+  out = _assert_2s_agcn(path, reference)
   assert out.shape == (300, 2, V, 3)  # lcm(70, 58) > 300
   second = 1 if reference[0, 1].any() else 0
   assert reference[58:, second].any()
@@ -490,7 +490,7 @@ def test_two_stream_repeats_each_person_on_its_own(ntu_samples_dir, tmp_path):
                          atol=1e-3)
 
 
-def test_two_stream_record_is_one_period():
+def test_2s_agcn_record_is_one_period():
   """Persons of 10 and 4 frames: the sample repeats after 20 frames."""
   rng = np.random.default_rng(12)
   first, second = np.zeros((10, V, 3)), np.zeros((10, V, 3))

@@ -9,10 +9,10 @@ fixed length and the bone/motion streams. Two preprocessings
   '2s-agcn' (the default): 2s-AGCN's `data_gen/ntu_gendata.py` (`read_xyz`)
       and `data_gen/preprocess.py` (`pre_normalization`), step for step:
       bodies fill 4 slots by their place in each frame, the 2 slots of most
-      motion energy are the persons, each person's empty leading frames are
-      dropped and its empty trailing frames filled by repeating its own
-      frames up to 300, then centring and the two rotations
-      (`pre_normalization_2s_agcn`).
+      motion energy are the persons; a person whose first frame is empty has
+      its non-empty frames moved to the front, and each person's empty
+      trailing frames are filled by repeating its own frames up to 300; then
+      centring and the two rotations (`pre_normalization_2s_agcn`).
   'tracked': bodies followed by tracking ID (`select_bodies`), so a person
       stays one when the order of bodies in a frame changes, then the same
       normalisation on the clip's own length (`pre_normalize`).

@@ -26,6 +26,7 @@ import numpy as np
 
 from stbln_jax import graph
 from stbln_jax import mixers
+from stbln_jax.data import ntu
 
 FLAGS = flags.FLAGS
 
@@ -38,13 +39,7 @@ def _define_flags():
   flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
 
 
-# Kinect v2 joint names in NTU order (0-based index = joint number - 1).
-JOINT_NAMES = (
-    'spine base', 'spine mid', 'neck', 'head', 'left shoulder', 'left elbow', 'left wrist',
-    'left hand', 'right shoulder', 'right elbow', 'right wrist', 'right hand', 'left hip',
-    'left knee', 'left ankle', 'left foot', 'right hip', 'right knee', 'right ankle',
-    'right foot', 'spine shoulder', 'left hand tip', 'left thumb', 'right hand tip',
-    'right thumb')
+JOINT_NAMES = ntu.JOINT_NAMES  # Kinect v2 order, 0-based
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:

@@ -158,20 +158,6 @@ def test_released_structure_follows_the_authors_code():
   assert agg['layer_5']['residual_t']['map']['conv']['kernel'].shape == (9, 1, 64, 128)
 
 
-def test_released_initialisation_follows_the_authors_code():
-  model = models.create_model(model_config(arch='released', num_layers=2))
-  bilinear = models.init_variables(model, model_config(num_layers=2), jax.random.key(0))['params']
-  u = bilinear['layer_2']['mixer']['U']
-  assert 0.0 <= float(u.min()) and float(u.max()) < 1.0 and float(u.mean()) > 0.4  # U[0, 1)
-  w = bilinear['layer_2']['mixer']['W']  # N(0, 2 / (C_out·C_in·P))
-  assert float(jnp.std(w)) == pytest.approx(np.sqrt(2.0 / (64 * 64 * 3)), rel=0.05)
-  np.testing.assert_array_equal(bilinear['layer_2']['mixer']['bias'], 0)
-  cfg = model_config(arch='released', mixer='additive', num_layers=2)
-  additive = models.init_variables(models.create_model(cfg), cfg, jax.random.key(0))['params']
-  np.testing.assert_allclose(additive['layer_2']['mixer']['M'], 1e-6)
-  np.testing.assert_allclose(additive['layer_2']['bn_spatial']['scale'], 1e-6)
-
-
 def test_spatial_bn_starts_near_zero_so_blocks_start_at_their_residual():
   model = models.create_model(model_config(num_layers=2))
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 2, 25, 3))))

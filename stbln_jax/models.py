@@ -161,31 +161,31 @@ class Projection(nn.Module):
   num_nodes: int
   stride: int = 1
   kernel_size: int = 1
-  use_bias: bool = False
+  released: bool = False  # a bias, and PyTorch's kaiming_normal_ over the conv's fan-out
   dtype: Dtype = jnp.float32
-  torch_init: bool = False  # PyTorch's default init (the released ST-BLN's same-shape Residual/V)
+  torch_default_init: bool = False  # PyTorch's default (the released ST-BLN's same-V Residual/V)
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     v_in, c_in = x.shape[-2:]
     fan_in = c_in * self.kernel_size * (v_in if v_in != self.num_nodes else 1)
     kernel_init = bias_init = None
-    if self.use_bias:  # the released layers: PyTorch's kaiming_normal_ over the conv's fan-out
+    if self.released:
       kernel_init = _he_normal(fan_in // c_in * self.features)
-    if self.torch_init:
+    if self.torch_default_init:
       kernel_init = bias_init = _torch_uniform(fan_in)
     if self.kernel_size > 1:
       if v_in != self.num_nodes:
         x = x.reshape(*x.shape[:-2], 1, v_in * c_in)
-      y = TemporalConv(self.features, self.kernel_size, self.stride, self.use_bias, self.dtype,
+      y = TemporalConv(self.features, self.kernel_size, self.stride, self.released, self.dtype,
                        kernel_init, name='map')(x)
     else:
       x = jax.lax.slice_in_dim(x, 0, None, self.stride, axis=0)
       if v_in != self.num_nodes:
-        y = NodeChannelMap(self.num_nodes, self.features, self.use_bias, self.dtype,
+        y = NodeChannelMap(self.num_nodes, self.features, self.released, self.dtype,
                            kernel_init, name='map')(x)
       else:
-        y = Linear(self.features, self.use_bias, self.dtype, kernel_init,
+        y = Linear(self.features, self.released, self.dtype, kernel_init,
                    bias_init or nn.initializers.zeros, name='map')(x)
     return _batch_norm(train, self.dtype, name='bn')(y)
 
@@ -218,7 +218,6 @@ class STLayer(nn.Module):
     v_out = v_in if self.num_nodes_out is None else self.num_nodes_out
     same_shape = c_in == self.features and v_in == v_out
     always_project = self.released and self.mixer == 'bilinear'
-    bias = self.released
     y = mixers.make_mixer(self.mixer, self.features, adjacency=self.adjacency,
                           num_nodes_out=self.num_nodes_out, rank=self.symmetric_rank,
                           dtype=self.dtype, released=self.released)(x)
@@ -226,19 +225,20 @@ class STLayer(nn.Module):
     if same_shape and not always_project:
       y = y + x
     else:
-      y = y + Projection(self.features, v_out, 1, 1, bias, self.dtype,
-                         torch_init=always_project and v_in == v_out, name='residual_v')(x, train)
+      y = y + Projection(self.features, v_out, 1, 1, self.released, self.dtype,
+                         torch_default_init=always_project and v_in == v_out,
+                         name='residual_v')(x, train)
     y = nn.relu(y)
 
-    y = TemporalConv(self.features, self.temporal_kernel, self.stride, bias, self.dtype,
-                     name='temporal')(y)
+    y = TemporalConv(self.features, self.temporal_kernel, self.stride, self.released,
+                     self.dtype, name='temporal')(y)
     y = _batch_norm(train, self.dtype, name='bn_temporal')(y)
     if self.residual:
       if same_shape and self.stride == 1 and not always_project:
         y = y + x
       else:
         taps = self.temporal_kernel if always_project else 1
-        y = y + Projection(self.features, v_out, self.stride, taps, bias, self.dtype,
+        y = y + Projection(self.features, v_out, self.stride, taps, self.released, self.dtype,
                            name='residual_t')(x, train)
     return ops.layer_output(y)
 

@@ -9,7 +9,10 @@ from stbln_jax import graph
 def _two_stream_agcn_spatial_graph() -> np.ndarray:
   """2s-AGCN's `Graph('spatial').A`, step by step from its lists (graph/ntu_rgb_d.py, tools.py)."""
   v = 25
-  inward = [(i - 1, j - 1) for i, j in graph.NTU_BONES_1BASED]
+  inward_1based = [(1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
+                   (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
+                   (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12)]
+  inward = [(i - 1, j - 1) for i, j in inward_1based]
   outward = [(j, i) for i, j in inward]
 
   def edge2mat(links):

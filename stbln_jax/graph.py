@@ -13,17 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-NUM_JOINTS = 25
+from stbln_jax.data import ntu
 
-# The 24 NTU bones as 1-based (child, parent) pairs; joint 21 (spine shoulder) is the centre.
-# 2s-AGCN's `inward` list, in its order.
-NTU_BONES_1BASED = (
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
-    (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
-    (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
-)
-NTU_BONES = tuple((c - 1, p - 1) for c, p in NTU_BONES_1BASED)
-CENTER_JOINT = 20
+# The NTU facts (`stbln_jax.data.ntu`): 24 bones as 0-based (child, parent) pairs in
+# 2s-AGCN's `inward` order; joint 20 (spine shoulder) is the centre.
+NUM_JOINTS = ntu.NUM_JOINTS
+NTU_BONES = ntu.NTU_BONES
+CENTER_JOINT = ntu.CENTER_JOINT
 
 NORMALIZATIONS = ('mean', 'symmetric')
 

@@ -108,17 +108,19 @@ def layer_matrices(mixer: str, layer: int, mixer_params: dict,
 def network_matrices(config, params: dict) -> list[LayerMatrices]:
   """Every layer with a spatial mixer ('layer_<i>/mixer'), in layer order.
 
-  Layers after λ (Fig. 3) have no node map and are left out.
+  Layers after λ have no node map (Fig. 3, 'lean') or a 1×1 one ('released'): left out.
   """
   mixer = config.model.mixer
   a_hat = None
   if mixer != 'bilinear':
-    a_hat = graph.ntu_adjacency(config.model.get('adjacency_normalization', 'symmetric'))
+    a_hat = graph.ntu_adjacency(config.model.get('adjacency_normalization', 'mean'))
   layers = []
   for key, value in params.items():
     match = re.fullmatch(r'layer_(\d+)', key)
     if match and 'mixer' in value:
-      layers.append(layer_matrices(mixer, int(match.group(1)), dict(value['mixer']), a_hat))
+      lm = layer_matrices(mixer, int(match.group(1)), dict(value['mixer']), a_hat)
+      if lm.effective.shape[-1] > 1:  # one node in, nothing to mix
+        layers.append(lm)
   return sorted(layers, key=lambda l: l.layer)
 
 

@@ -198,34 +198,41 @@ def test_lambda_one_past_the_last_layer_means_no_aggregation():
   assert a['params'] == b['params'] and a['flops'] == b['flops']
 
 
-def _readme_table_row(label: str) -> list[str]:
+def _readme_table_rows(label: str) -> list[list[str]]:
+  rows = []
   for line in README.read_text().splitlines():
     cells = [c.strip() for c in line.strip().strip('|').split('|')]
     if cells and cells[0] == label:
-      return cells
-  raise AssertionError(f'README.md has no table row starting with {label!r}')
+      rows.append(cells)
+  assert rows, f'README.md has no table row starting with {label!r}'
+  return rows
 
 
 def _number(cell: str) -> float:
   return float(re.sub(r'[^0-9.]', '', cell))
 
 
+@pytest.mark.parametrize('arch', models.ARCHS)
 @pytest.mark.parametrize('mixer', mixers.MIXERS)
-def test_parameter_count_and_flops_are_what_the_readme_states(mixer):
-  cost = flops.model_cost(model_config(mixer=mixer, arch='lean'))
-  row = _readme_table_row(f'`{mixer}`')
+def test_parameter_count_and_cost_are_what_the_readme_states(mixer, arch):
+  cost = flops.model_cost(model_config(mixer=mixer, arch=arch))
+  (row,) = [r for r in _readme_table_rows(f'`{mixer}`') if r[1] == arch]
   assert cost['params'] == int(_number(row[2])), row
   assert cost['gflops'] == pytest.approx(_number(row[3]), abs=0.01), row
+  assert cost['gmacs'] == pytest.approx(_number(row[4]), abs=0.01), row
 
 
-def test_aggregation_flop_ratios_are_what_the_readme_states():
-  costs = {lam: flops.model_cost(model_config(aggregate_at=lam, arch='lean'))
+@pytest.mark.parametrize('arch, column', [('released', 1), ('lean', 5)])
+def test_aggregation_costs_are_what_the_readme_states(arch, column):
+  costs = {lam: flops.model_cost(model_config(aggregate_at=lam, arch=arch))
            for lam in (6, 7, 10)}
   for lam in (6, 7):
-    ratio = costs[10]['flops'] / costs[lam]['flops']
-    row = _readme_table_row(f'λ = {lam}')
-    assert ratio == pytest.approx(_number(row[4]), abs=0.005), row
-    assert costs[lam]['params'] == int(_number(row[1])), row
+    (row,) = _readme_table_rows(f'λ = {lam}')
+    params, gflops, gmacs, ratio = row[column:column + 4]
+    assert costs[lam]['params'] == int(_number(params)), row
+    assert costs[lam]['gflops'] == pytest.approx(_number(gflops), abs=0.01), row
+    assert costs[lam]['gmacs'] == pytest.approx(_number(gmacs), abs=0.01), row
+    assert costs[10]['macs'] / costs[lam]['macs'] == pytest.approx(_number(ratio), abs=0.005), row
 
 
 def test_bfloat16_logits_agree_with_float32_and_parameters_stay_float32():

@@ -98,6 +98,7 @@ def test_benchmark_reference_times_the_same_architecture():
   assert row['reference_network'] == 'STBLN'
   assert row['reference_params'] == torch_reference.num_params(
       torch_reference.STBLN(num_layers=1))
+  assert row['params'] == row['reference_params']  # the same network on both sides
   for key in ('reference_train_samples_per_s', 'reference_infer_samples_per_s',
               'train_speedup', 'infer_speedup'):
     assert row[key] > 0, (key, row)

@@ -85,8 +85,7 @@ TWINS = {'bilinear': 'STBLN', 'additive': 'AGCN', 'multiplicative': 'STGCN'}
 def model_config(**fields) -> ml_collections.ConfigDict:
   """configs/default.py's `config.model` with some fields changed."""
   model = default.get_config().model
-  for name, value in fields.items():
-    model[name] = value  # `arch` is added where the model block does not have it yet
+  model.update(fields)
   return model
 
 

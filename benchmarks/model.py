@@ -16,13 +16,14 @@ For each variant it compiles two jitted functions on random inputs:
          the training recipe's SGD update, state donated), on one device
   infer  forward pass in evaluation mode (BN running statistics)
 then times `--repeats` repeats of `--steps` calls each (blocking on the result after
-each repeat) and reports the median. Compilation time is reported separately. FLOP/s
-are the network's FLOPs per step divided by the measured step time: XLA's cost analysis
-(a multiply-add is 2 FLOPs) of the same step with the direct temporal convolution, so
-the figure does not change with `--temporal_conv`. `train GB` is the memory XLA says
-the compiled training step needs (arguments, outputs and temporaries). A mode that runs
-out of device memory is reported as OOM (with the error in `--json`) and the next
-variant runs.
+each repeat) and reports the median (`--json` also lists every repeat's seconds per
+step). Compilation time is reported separately. FLOP/s are the network's FLOPs per step
+divided by the measured step time: XLA's cost analysis (a multiply-add is 2 FLOPs) of the
+same step with the direct temporal convolution, so the figure does not change with
+`--temporal_conv`. `train GB` is the memory XLA says the compiled training step needs
+(arguments, outputs and temporaries). A mode that runs out of device memory is reported
+as OOM (with the error in `--json`) and the next variant runs. The machine line gives
+the load average at the start.
 
 With `--reference`, each variant is timed next to the PyTorch network of the same
 architecture (`benchmarks.torch_reference`: the authors' released ST-BLN, 2s-AGCN or
@@ -230,8 +231,10 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
     calls = [call] + ([ref_calls[mode]] if ref_calls else [])
     times = _time_calls(calls, repeats, steps, warmup)
     step_s = statistics.median(times[0])
+    row[f'{mode}_repeats_s'] = times[0]
     if ref_calls:
       ref_s = statistics.median(times[1])
+      row[f'reference_{mode}_repeats_s'] = times[1]
       row[f'reference_{mode}_samples_per_s'] = variant.batch / ref_s
       row[f'{mode}_speedup'] = ref_s / step_s
     return step_s
@@ -288,7 +291,7 @@ def machine() -> dict:
   device = jax.devices()[0]
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device': getattr(device, 'device_kind', str(device)),
-          'cpu': cpu, 'nproc': os.cpu_count(),
+          'cpu': cpu, 'nproc': os.cpu_count(), 'loadavg': os.getloadavg(),
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 

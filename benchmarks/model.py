@@ -291,7 +291,7 @@ def machine() -> dict:
   device = jax.devices()[0]
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device': getattr(device, 'device_kind', str(device)),
-          'cpu': cpu, 'nproc': os.cpu_count(), 'loadavg': os.getloadavg(),
+          'cpu': cpu, 'nproc': os.cpu_count(), 'loadavg': [round(x, 2) for x in os.getloadavg()],
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 

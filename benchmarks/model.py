@@ -1,34 +1,37 @@
 r"""Throughput of the network: training-step and inference samples/s, FLOP/s.
 
-    python -m stbln_jax.benchmark --batch=8 --frames=300 --persons=2
-    python -m stbln_jax.benchmark --aggregate_at=none,6,7 --batch=8 --repeats=3
-    python -m stbln_jax.benchmark --dtype=float32,bfloat16 --batch=64,128,256 --json
+    python -m benchmarks.model --batch=8 --frames=300 --persons=2
+    python -m benchmarks.model --arch=released,lean --batch=16 --frames=64 --persons=1
+    python -m benchmarks.model --aggregate_at=none,6,7 --batch=8 --repeats=3
+    python -m benchmarks.model --batch=8 --frames=300 --persons=2 --repeats=5 --reference
+    python -m benchmarks.model --dtype=float32,bfloat16 --batch=64,128,256 --json
 
 Every comma-separated flag is a list; the benchmark runs every combination one after
 the other in this process, so variants are compared side by side on the same machine.
+A variant is configs/default.py with its model fields (`--arch`, `--mixer`, ...), batch
+size and frame count changed.
 
 For each variant it compiles two jitted functions on random inputs:
-  train  forward + backward + SGD (Nesterov momentum, weight decay) update, state donated
+  train  the trainer's step (`stbln_jax.train.make_train_step`: forward + backward +
+         the training recipe's SGD update, state donated), on one device
   infer  forward pass in evaluation mode (BN running statistics)
 then times `--repeats` repeats of `--steps` calls each (blocking on the result after
-each repeat) and reports the median. Compilation time is reported separately. FLOP/s
-are the network's FLOPs per step divided by the measured step time: XLA's cost analysis
-(a multiply-add is 2 FLOPs) of the same step with the direct temporal convolution, so
-the figure does not change with `--temporal_conv` ('dft' and 'fft' compute the same
-result with other multiply-adds). `train GB` is the memory XLA says the compiled
-training step needs (arguments, outputs and temporaries). A mode that runs out of device
-memory is reported as OOM (with the error in `--json`) and the next variant runs.
+each repeat) and reports the median (`--json` also lists every repeat's seconds per
+step). Compilation time is reported separately. FLOP/s are the network's FLOPs per step
+divided by the measured step time: XLA's cost analysis (a multiply-add is 2 FLOPs) of the
+same step with the direct temporal convolution, so the figure does not change with
+`--temporal_conv`. `train GB` is the memory XLA says the compiled training step needs
+(arguments, outputs and temporaries). A mode that runs out of device memory is reported
+as OOM (with the error in `--json`) and the next variant runs. The machine line gives
+the load average at the start.
 
-With `--reference`, each variant is timed next to the authors' ST-BLN in PyTorch
-(`stbln_jax.torch_reference`, 55.9 GFLOPs per sample at T=300, M=2) at the same N, T and
-M, the repeats of the two alternating, and the table adds the reference's samples/s and
-our speedup over it (ratio of the medians): both see the same machine conditions. The
-reference is always that 10-layer float32 network, whatever the variant's mixer, λ,
-depth or dtype.
-
-This path imports only jax, flax, optax, numpy and absl (no configuration library, no
-data pipeline), so it runs on any machine with those installed; `--reference` also
-needs PyTorch.
+With `--reference`, each variant is timed next to the PyTorch network of the same
+architecture (`benchmarks.torch_reference`: the authors' released ST-BLN, 2s-AGCN or
+ST-GCN for `--arch=released` with the bilinear, additive or multiplicative mixer, the
+same depth, in float32) at the same N, T and M, the repeats of the two alternating, and
+the table adds its samples/s and our speedup over it (ratio of the medians): both see
+the same machine conditions. The lean architecture, the symmetric mixer and λ have no
+PyTorch twin; their rows say `none`. `--reference` needs PyTorch.
 """
 
 import dataclasses
@@ -44,12 +47,13 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
+import ml_collections
 
-from stbln_jax import hostmem
+from configs import default
 from stbln_jax import models
+from stbln_jax import train
 
+_ARCH = flags.DEFINE_list('arch', ['released'], 'Architectures: released and/or lean.')
 _MIXER = flags.DEFINE_list('mixer', ['bilinear'], 'Spatial mixers (comma-separated).')
 _AGGREGATE_AT = flags.DEFINE_list('aggregate_at', ['none'],
                                   "λ values (comma-separated; 'none': no aggregation).")
@@ -60,55 +64,35 @@ _NUM_LAYERS = flags.DEFINE_list('num_layers', ['10'], 'Network depths (comma-sep
 _DTYPE = flags.DEFINE_list('dtype', ['float32'],
                            'Compute dtypes, float32 and/or bfloat16 (comma-separated).')
 _TEMPORAL_CONV = flags.DEFINE_list('temporal_conv', ['auto'],
-                                   'Temporal convolution implementations: auto, dft, fft, dots, xla.')
+                                   'Temporal convolution implementations (config.model.'
+                                   'temporal_conv), comma-separated.')
 _MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
 _STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
 _REFERENCE = flags.DEFINE_bool(
-    'reference', False, "Also time the authors' PyTorch ST-BLN at each variant's N, T, M, "
-    'alternating repeats with ours, and report the speedup (needs PyTorch).')
+    'reference', False, 'Also time the PyTorch network of the same architecture at each '
+    "variant's N, T, M, alternating repeats with ours, and report the speedup (needs "
+    'PyTorch).')
 
 
 # ---- Configuration ---------------------------------------------------------------
 
-class ModelConfig(dict):
-  """A `config.model` without a configuration library: attribute access and `get`."""
-
-  def __getattr__(self, name):
-    try:
-      return self[name]
-    except KeyError as e:
-      raise AttributeError(name) from e
+# The mixers whose released network exists in PyTorch (benchmarks/torch_reference.py).
+TWINS = {'bilinear': 'STBLN', 'additive': 'AGCN', 'multiplicative': 'STGCN'}
 
 
-def model_config(mixer: str = 'bilinear', aggregate_at: int | None = None,
-                 num_layers: int = 10, num_persons: int = 2, dtype: str = 'float32',
-                 **overrides) -> ModelConfig:
-  """The paper's network (configs/default.py's model fields) with a few fields changed."""
-  cfg = ModelConfig(
-      mixer=mixer,
-      channels=(64, 64, 64, 64, 128, 128, 128, 256, 256, 256),
-      strides=(1, 1, 1, 1, 2, 1, 1, 2, 1, 1),
-      num_layers=num_layers,
-      aggregate_at=aggregate_at,
-      symmetric_rank=None,
-      temporal_kernel=9,
-      adjacency_normalization='symmetric',
-      num_classes=60,
-      num_persons=num_persons,
-      num_joints=25,
-      in_channels=3,
-      dtype=dtype,
-      temporal_conv='auto',
-  )
-  cfg.update(overrides)
-  return cfg
+def model_config(**fields) -> ml_collections.ConfigDict:
+  """configs/default.py's `config.model` with some fields changed."""
+  model = default.get_config().model
+  model.update(fields)
+  return model
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
+  arch: str = 'released'
   mixer: str = 'bilinear'
   aggregate_at: int | None = None
   batch: int = 8
@@ -118,36 +102,32 @@ class Variant:
   dtype: str = 'float32'
   temporal_conv: str = 'auto'
 
-  def model_config(self) -> ModelConfig:
-    return model_config(self.mixer, self.aggregate_at, self.num_layers, self.persons, self.dtype,
-                        temporal_conv=self.temporal_conv)
+  def config(self) -> ml_collections.ConfigDict:
+    """configs/default.py with this variant's model fields, batch size and frames."""
+    config = default.get_config()
+    config.model = model_config(arch=self.arch, mixer=self.mixer,
+                                aggregate_at=self.aggregate_at, num_layers=self.num_layers,
+                                num_persons=self.persons, dtype=self.dtype,
+                                temporal_conv=self.temporal_conv)
+    config.batch_size = self.batch
+    config.num_frames = self.frames
+    return config
+
+  def reference(self) -> str | None:
+    """The PyTorch network of the same architecture, or None where there is none."""
+    if self.arch != 'released' or self.aggregate_at is not None:
+      return None
+    return TWINS.get(self.mixer)
 
 
 # ---- The measured functions ------------------------------------------------------
 
-def make_train_step(model, learning_rate: float = 0.1):
-  """A jitted training step over a state dict, the state donated."""
-  tx = optax.chain(optax.add_decayed_weights(1e-4),
-                   optax.sgd(learning_rate, momentum=0.9, nesterov=True))
-
-  def init_state(variables):
-    return {'params': variables['params'], 'batch_stats': variables['batch_stats'],
-            'opt_state': tx.init(variables['params'])}
-
-  def loss_fn(params, batch_stats, x, labels):
-    logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, x,
-                                  train=True, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, updates['batch_stats']
-
-  def train_step(state, x, labels):
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'], state['batch_stats'], x, labels)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    return {'params': params, 'batch_stats': batch_stats, 'opt_state': opt_state}, loss
-
-  return init_state, jax.jit(train_step, donate_argnums=0)
+def make_train_step(model, config: ml_collections.ConfigDict):
+  """(optimizer, mesh, the trainer's jitted step) on one device, the state donated."""
+  mesh = train.make_mesh(jax.devices()[:1])
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=1_000_000)
+  optimizer = train.make_optimizer(config, schedule)
+  return optimizer, mesh, train.make_train_step(model, optimizer, schedule, mesh)
 
 
 def make_infer_step(model):
@@ -199,14 +179,17 @@ def _time_calls(calls: Sequence, repeats: int, steps: int, warmup: int) -> list[
   return times
 
 
-def _reference_steps(variant: Variant, num_classes: int):
-  """(model, train_call, infer_call, info) of the PyTorch reference at the variant's shape."""
+def _reference_steps(variant: Variant, config: ml_collections.ConfigDict):
+  """(model, train_call, infer_call, info) of the PyTorch twin at the variant's shape."""
   try:
-    from stbln_jax import torch_reference
+    from benchmarks import torch_reference
   except ImportError as e:
     raise SystemExit(f'--reference: {e}') from e
-  return torch_reference.make_steps(variant.batch, variant.frames, variant.persons,
-                                    num_classes)
+  lr = config.base_learning_rate * config.batch_size / config.base_batch_size
+  return torch_reference.make_steps(
+      variant.mixer, variant.batch, variant.frames, variant.persons,
+      num_classes=config.model.num_classes, num_layers=variant.num_layers,
+      learning_rate=lr, weight_decay=config.weight_decay)
 
 
 def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
@@ -214,34 +197,44 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
                 reference: bool = False) -> dict:
   """Compiles and times one variant; returns one row of measurements.
 
-  With `reference`, the PyTorch reference is timed at the same shape, alternating
-  repeats with ours (`reference_*` entries and our `*_speedup` over it).
+  With `reference`, the PyTorch network of the same architecture is timed at the same
+  shape, alternating repeats with ours (`reference_*` entries and our `*_speedup` over
+  it); `reference_network` is None where there is no such network.
   """
-  cfg = variant.model_config()
-  model = models.create_model(cfg)
-  shape = models.input_shape(cfg, variant.batch, variant.frames)
-  rng_x, rng_y, rng_init = jax.random.split(jax.random.key(seed), 3)
+  config = variant.config()
+  model = models.create_model(config.model)
+  shape = models.input_shape(config.model, variant.batch, variant.frames)
+  rng_x, rng_y = jax.random.split(jax.random.key(seed))
   x = jax.random.normal(rng_x, shape, jnp.float32)
-  labels = jax.random.randint(rng_y, (variant.batch,), 0, cfg.num_classes)
-  variables = models.init_variables(model, cfg, rng_init)
+  labels = jax.random.randint(rng_y, (variant.batch,), 0, config.model.num_classes)
   # FLOPs are the network's (direct convolution), whichever implementation runs: the
   # frequency-domain convolutions do other numbers of multiply-adds for the same result.
-  direct = model.clone(temporal_conv='xla')
+  direct_config = variant.config()
+  direct_config.model.temporal_conv = 'xla'
+  direct = models.create_model(direct_config.model)
+  optimizer, mesh, train_step = make_train_step(model, config)
+  state = train.create_train_state(model, config, optimizer, mesh,
+                                   jax.random.key(seed, impl='rbg'))
+  variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   row: dict[str, Any] = dataclasses.asdict(variant)
   row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))
   ref_calls = {}
   if reference:
-    _, ref_train, ref_infer, info = _reference_steps(variant, cfg.num_classes)
-    ref_calls = {'train': ref_train, 'infer': ref_infer}
-    row.update({f'reference_{k}': v for k, v in info.items()})
+    row['reference_network'] = variant.reference()
+    if row['reference_network'] is not None:
+      _, ref_train, ref_infer, info = _reference_steps(variant, config)
+      ref_calls = {'train': ref_train, 'infer': ref_infer}
+      row.update({f'reference_{k}': v for k, v in info.items() if k != 'network'})
 
   def timed(mode: str, call) -> float:
     """Median seconds per step of ours (and of the reference, into `row`)."""
     calls = [call] + ([ref_calls[mode]] if ref_calls else [])
     times = _time_calls(calls, repeats, steps, warmup)
     step_s = statistics.median(times[0])
+    row[f'{mode}_repeats_s'] = times[0]
     if ref_calls:
       ref_s = statistics.median(times[1])
+      row[f'reference_{mode}_repeats_s'] = times[1]
       row[f'reference_{mode}_samples_per_s'] = variant.batch / ref_s
       row[f'{mode}_speedup'] = ref_s / step_s
     return step_s
@@ -271,19 +264,18 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
             lambda: _flops(make_infer_step(direct).lower(variables, x)))
 
   if 'train' in modes:
-    init_state, train_step = make_train_step(model)
-    # The step donates its state: give it copies, so `variables` stays usable.
-    state = init_state(jax.tree.map(jnp.copy, variables))
-    holder = {'state': state}
+    batch = {'skeleton': x, 'label': labels}
+    # The step donates its state: keep `state` for lowering, give the step a copy.
+    holder = {'state': jax.tree.map(jnp.copy, state)}
 
     def train_call(compiled):
       def call():
-        holder['state'], loss = compiled(holder['state'], x, labels)
-        return loss
+        holder['state'], measurements = compiled(holder['state'], batch)
+        return measurements['loss']
       return call
 
-    measure('train', lambda: train_step.lower(state, x, labels).compile(), train_call,
-            lambda: _flops(make_train_step(direct)[1].lower(state, x, labels)))
+    measure('train', lambda: train_step.lower(state, batch).compile(), train_call,
+            lambda: _flops(make_train_step(direct, direct_config)[2].lower(state, batch)))
   return row
 
 
@@ -299,7 +291,7 @@ def machine() -> dict:
   device = jax.devices()[0]
   return {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device': getattr(device, 'device_kind', str(device)),
-          'cpu': cpu, 'nproc': os.cpu_count(),
+          'cpu': cpu, 'nproc': os.cpu_count(), 'loadavg': [round(x, 2) for x in os.getloadavg()],
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
@@ -312,31 +304,42 @@ def _cell(row: dict, key: str, width: int, digits: int) -> str:
   return f"{float('nan') if value is None else value:>{width}.{digits}f}"
 
 
+def _ref_cell(row: dict, key: str, width: int) -> str:
+  if row.get('reference_network') is None:
+    return f"{'-':>{width}}"
+  return f"{row.get(key, float('nan')):>{width}.2f}"
+
+
 def format_table(rows: list[dict]) -> str:
-  head = (f"{'mixer':<10}{'λ':>5}{'L':>4}{'conv':>6}{'dtype':>10}{'N':>5}{'T':>5}{'M':>3}"
-          f"{'train/s':>10}{'infer/s':>10}{'train GF/s':>12}{'infer GF/s':>12}"
+  head = (f"{'arch':<9}{'mixer':<15}{'λ':>3}{'L':>4}{'conv':>6}{'dtype':>10}{'N':>5}{'T':>5}"
+          f"{'M':>3}{'train/s':>10}{'infer/s':>10}{'train GF/s':>12}{'infer GF/s':>12}"
           f"{'fwd GF/smp':>12}{'train GB':>10}{'compile s':>11}")
   lines = [head, '-' * len(head)]
   for r in rows:
     lam = '-' if r['aggregate_at'] is None else str(r['aggregate_at'])
     compile_s = r.get('train_compile_s', 0.0) + r.get('infer_compile_s', 0.0)
     lines.append(
-        f"{r['mixer']:<10}{lam:>5}{r['num_layers']:>4}{r['temporal_conv']:>6}{r['dtype']:>10}{r['batch']:>5}"
-        f"{r['frames']:>5}{r['persons']:>3}"
+        f"{r['arch']:<9}{r['mixer']:<15}{lam:>3}{r['num_layers']:>4}{r['temporal_conv']:>6}"
+        f"{r['dtype']:>10}{r['batch']:>5}{r['frames']:>5}{r['persons']:>3}"
         + _cell(r, 'train_samples_per_s', 10, 2) + _cell(r, 'infer_samples_per_s', 10, 2)
         + _cell(r, 'train_gflop_per_s', 12, 1) + _cell(r, 'infer_gflop_per_s', 12, 1)
         + _cell(r, 'infer_gflops_per_sample', 12, 2) + _cell(r, 'train_memory_gb', 10, 2)
         + f'{compile_s:>11.1f}')
-  if any('reference_params' in r for r in rows):
-    # The PyTorch reference at the same shape, and our speedup over it.
-    lines[0] += f"{'ref train/s':>13}{'ref infer/s':>13}{'× train':>9}{'× infer':>9}"
+  if any('reference_network' in r for r in rows):
+    # The PyTorch network of the same architecture at the same shape ('none': there is
+    # no such network), and our speedup over it.
+    lines[0] += f"{'ref':>7}{'ref train/s':>13}{'ref infer/s':>13}{'× train':>9}{'× infer':>9}"
     lines[1] = '-' * len(lines[0])
     for i, r in enumerate(rows, start=2):
-      lines[i] += (f"{r.get('reference_train_samples_per_s', float('nan')):>13.2f}"
-                   f"{r.get('reference_infer_samples_per_s', float('nan')):>13.2f}"
-                   f"{r.get('train_speedup', float('nan')):>9.2f}"
-                   f"{r.get('infer_speedup', float('nan')):>9.2f}")
+      lines[i] += (f"{r.get('reference_network') or 'none':>7}"
+                   + _ref_cell(r, 'reference_train_samples_per_s', 13)
+                   + _ref_cell(r, 'reference_infer_samples_per_s', 13)
+                   + _ref_cell(r, 'train_speedup', 9) + _ref_cell(r, 'infer_speedup', 9))
   return '\n'.join(lines)
+
+
+NO_TWIN_NOTE = ("ref none: no PyTorch network of that architecture (the authors' released "
+                "ST-BLN, 2s-AGCN and ST-GCN are arch=released without λ)")
 
 
 def _aggregate_at(value: str) -> int | None:
@@ -344,16 +347,16 @@ def _aggregate_at(value: str) -> int | None:
 
 
 def variants_from_flags() -> list[Variant]:
-  return [Variant(mixer, _aggregate_at(lam), int(n), int(t), int(m), int(depth), dtype, conv)
-          for mixer, lam, n, t, m, depth, dtype, conv in itertools.product(
-              _MIXER.value, _AGGREGATE_AT.value, _BATCH.value, _FRAMES.value,
+  return [Variant(arch, mixer, _aggregate_at(lam), int(n), int(t), int(m), int(depth), dtype,
+                  conv)
+          for arch, mixer, lam, n, t, m, depth, dtype, conv in itertools.product(
+              _ARCH.value, _MIXER.value, _AGGREGATE_AT.value, _BATCH.value, _FRAMES.value,
               _PERSONS.value, _NUM_LAYERS.value, _DTYPE.value, _TEMPORAL_CONV.value)]
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  hostmem.retain_freed_memory()
   rows = []
   info = machine()
   if not _JSON.value:
@@ -365,6 +368,8 @@ def main(argv):
     if not _JSON.value:
       print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]),
             flush=True)
+  if not _JSON.value and any(r.get('reference_network', '') is None for r in rows):
+    print(NO_TWIN_NOTE)
   if _JSON.value:
     print(json.dumps({'machine': info, 'rows': rows}))
 

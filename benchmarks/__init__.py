@@ -1,0 +1,1 @@
+"""Benchmarks of stbln_jax, apart from the package: `python -m benchmarks.model`."""

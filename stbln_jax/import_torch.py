@@ -1,0 +1,102 @@
+r"""Imports a PyTorch checkpoint of the authors' released networks into a workdir.
+
+  python -m stbln_jax.import_torch --checkpoint=stbln_cv_joint.pt --config=configs/cv.py \
+      --workdir=/tmp/cv_stbln_torch
+  python -m stbln_jax.main --mode=eval --workdir=/tmp/cv_stbln_torch
+  python -m stbln_jax.predict --workdir=/tmp/cv_stbln_torch S001C001P001R001A011.skeleton
+
+The checkpoint is a `state_dict` of the authors' ST-BLN, 2s-AGCN or ST-GCN (or OpenDR's)
+saved with `torch.save` (a dict holding it under 'state_dict' or 'model' also works) or
+an `.npz` of the same names (no PyTorch needed then). The config says which network it
+is (`--config.model.mixer=additive` for 2s-AGCN, `multiplicative` for ST-GCN) and must
+be the released architecture. The workdir receives the config, the action names and
+the weights as checkpoint step 0 (fresh optimizer state): evaluation and prediction
+read it like a trained run's, and training in it starts from these weights.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from stbln_jax import checkpoint
+from stbln_jax import models
+from stbln_jax import torch_import
+from stbln_jax import train
+from stbln_jax.data import ntu_rgbd
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'PyTorch state_dict (.pt, .pth) or .npz.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'New workdir for the imported weights.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                          lock_config=True)
+
+
+def load_state_dict(path: str) -> dict:
+  """The name → array mapping stored in `path` (.npz, or anything `torch.save` wrote)."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such checkpoint file')
+  if path.endswith('.npz'):
+    with np.load(path) as data:
+      return dict(data)
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise torch_import.CheckpointError(
+        f'{path}: reading a PyTorch file needs PyTorch (pip install torch), or save the '
+        f'state_dict as .npz') from e
+  loaded = torch.load(path, map_location='cpu', weights_only=True)
+  for key in ('state_dict', 'model'):
+    if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+      loaded = loaded[key]
+  if not isinstance(loaded, dict):
+    raise torch_import.CheckpointError(f'{path}: holds a {type(loaded).__name__}, not a '
+                                       f'state_dict')
+  return loaded
+
+
+def save_imported(variables: dict, config, workdir: str) -> None:
+  """Writes `variables` as checkpoint step 0 of `workdir`, with the config and action names."""
+  mesh = train.make_mesh(jax.local_devices()[:1])
+  model = models.create_model(config.model)
+  optimizer = train.make_optimizer(config, train.learning_rate_schedule(config, 1))
+  state = train.create_train_state(model, config, optimizer, mesh)
+  sharding = train.replicated(mesh)
+  state['params'] = jax.device_put(variables['params'], sharding)
+  state['batch_stats'] = jax.device_put(variables['batch_stats'], sharding)
+  manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
+  if manager.all_steps():
+    raise FileExistsError(f'{checkpoint.checkpoint_dir(workdir)} already holds checkpoints '
+                          f'{sorted(manager.all_steps())}; import into a new workdir')
+  train.save_config(config, workdir)
+  with open(os.path.join(workdir, train.CLASS_NAMES_FILE), 'w') as f:
+    json.dump(list(ntu_rgbd.ACTION_NAMES[:config.model.num_classes]), f, indent=0)
+  checkpoint.save(manager, state, epoch=0, batch=0)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CHECKPOINT.value is None or _WORKDIR.value is None or _CONFIG.value is None:
+    raise app.UsageError('--checkpoint, --config and --workdir are required')
+  config = _CONFIG.value
+  try:
+    train.validate_config(config)
+    variables = torch_import.convert(load_state_dict(_CHECKPOINT.value), config.model)
+    save_imported(variables, config, _WORKDIR.value)
+  except (ValueError, OSError) as e:  # CheckpointError and ConfigError are ValueErrors
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'{_CHECKPOINT.value} → {checkpoint.checkpoint_dir(_WORKDIR.value)} (step 0, '
+        f'{config.model.arch} {config.model.mixer})')
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -51,6 +51,7 @@ import ml_collections
 
 from configs import default
 from stbln_jax import models
+from stbln_jax import sharding
 from stbln_jax import train
 
 _ARCH = flags.DEFINE_list('arch', ['released'], 'Architectures: released and/or lean.')
@@ -124,7 +125,7 @@ class Variant:
 
 def make_train_step(model, config: ml_collections.ConfigDict):
   """(optimizer, mesh, the trainer's jitted step) on one device, the state donated."""
-  mesh = train.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   schedule = train.learning_rate_schedule(config, steps_per_epoch=1_000_000)
   optimizer = train.make_optimizer(config, schedule)
   return optimizer, mesh, train.make_train_step(model, optimizer, schedule, mesh)

@@ -14,9 +14,7 @@ the weights as checkpoint step 0 (fresh optimizer state): evaluation and predict
 read it like a trained run's, and training in it starts from these weights.
 """
 
-import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -25,10 +23,13 @@ import numpy as np
 from ml_collections import config_flags
 
 from stbln_jax import checkpoint
+from stbln_jax import cli
 from stbln_jax import models
 from stbln_jax import torch_import
+from stbln_jax import sharding
 from stbln_jax import train
-from stbln_jax.data import ntu_rgbd
+from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import ntu
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'PyTorch state_dict (.pt, .pth) or .npz.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'New workdir for the imported weights.')
@@ -61,21 +62,20 @@ def load_state_dict(path: str) -> dict:
 
 def save_imported(variables: dict, config, workdir: str) -> None:
   """Writes `variables` as checkpoint step 0 of `workdir`, with the config and action names."""
-  mesh = train.make_mesh(jax.local_devices()[:1])
+  mesh = sharding.make_mesh(jax.local_devices()[:1])
   model = models.create_model(config.model)
   optimizer = train.make_optimizer(config, train.learning_rate_schedule(config, 1))
   state = train.create_train_state(model, config, optimizer, mesh)
-  sharding = train.replicated(mesh)
-  state['params'] = jax.device_put(variables['params'], sharding)
-  state['batch_stats'] = jax.device_put(variables['batch_stats'], sharding)
+  replicated = sharding.replicated(mesh)
+  state['params'] = jax.device_put(variables['params'], replicated)
+  state['batch_stats'] = jax.device_put(variables['batch_stats'], replicated)
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
   if manager.all_steps():
     raise FileExistsError(f'{checkpoint.checkpoint_dir(workdir)} already holds checkpoints '
                           f'{sorted(manager.all_steps())}; import into a new workdir')
-  train.save_config(config, workdir)
-  with open(os.path.join(workdir, train.CLASS_NAMES_FILE), 'w') as f:
-    json.dump(list(ntu_rgbd.ACTION_NAMES[:config.model.num_classes]), f, indent=0)
-  checkpoint.save(manager, state, epoch=0, batch=0)
+  workdir_lib.save_config(config, workdir)
+  workdir_lib.save_class_names(ntu.ACTION_NAMES[:config.model.num_classes], workdir)
+  checkpoint.save(manager, state, progress={'epoch': 0, 'batch': 0, 'evaluations': []})
   manager.wait_until_finished()
   manager.close()
 
@@ -86,17 +86,12 @@ def main(argv):
   if _CHECKPOINT.value is None or _WORKDIR.value is None or _CONFIG.value is None:
     raise app.UsageError('--checkpoint, --config and --workdir are required')
   config = _CONFIG.value
-  try:
-    train.validate_config(config)
-    variables = torch_import.convert(load_state_dict(_CHECKPOINT.value), config.model)
-    save_imported(variables, config, _WORKDIR.value)
-  except (ValueError, OSError) as e:  # CheckpointError and ConfigError are ValueErrors
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  train.validate_config(config)
+  variables = torch_import.convert(load_state_dict(_CHECKPOINT.value), config.model)
+  save_imported(variables, config, _WORKDIR.value)
   print(f'{_CHECKPOINT.value} → {checkpoint.checkpoint_dir(_WORKDIR.value)} (step 0, '
         f'{config.model.arch} {config.model.mixer})')
-  return 0
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, input_errors=(OSError, models.ConfigError, torch_import.CheckpointError))

@@ -1,7 +1,5 @@
 """The benchmark and host memory."""
 
-import os
-import platform
 import subprocess
 import sys
 
@@ -69,16 +67,3 @@ def test_benchmark_imports_pytorch_only_for_the_reference():
   assert "'configs'" in out  # the variants are configs/default.py's
   for name in ('torch', 'tensorflow'):
     assert f"'{name}'" not in out, name
-
-
-def test_retain_freed_memory_is_idempotent_and_can_be_turned_off():
-  code = ('from stbln_jax import hostmem; a = hostmem.retain_freed_memory(); '
-          'b = hostmem.retain_freed_memory(); print(a, b)')
-  on = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
-  first, second = on.stdout.split()
-  assert first == second
-  if sys.platform.startswith('linux') and platform.libc_ver()[0] == 'glibc':
-    assert first == 'True'
-  off = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                       env={**os.environ, 'STBLN_JAX_RETAIN_HOST_MEMORY': '0'})
-  assert off.stdout.split() == ['False', 'False']

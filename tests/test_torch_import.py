@@ -12,10 +12,13 @@ import optax
 import pytest
 
 from configs import default
+from stbln_jax import checkpoint
 from stbln_jax import models
 from stbln_jax import predict
+from stbln_jax import sharding
 from stbln_jax import torch_import
 from stbln_jax import train
+from stbln_jax import workdir as workdir_lib
 
 MIXERS = ('bilinear', 'additive', 'multiplicative')
 SAMPLES = pathlib.Path(__file__).parent / 'data' / 'ntu_samples'
@@ -174,9 +177,9 @@ def test_import_command_writes_a_workdir_that_predict_restores(tmp_path):
              '--config.num_frames=16', f'--workdir={workdir}']
   subprocess.run(command, check=True, capture_output=True, text=True)
 
-  config = train.load_config(str(workdir))
-  mesh = train.make_mesh(jax.local_devices()[:1])
-  variables, step = train.restore_variables(config, str(workdir), mesh)
+  config = workdir_lib.load_config(str(workdir))
+  mesh = sharding.make_mesh(jax.local_devices()[:1])
+  variables, _, step = checkpoint.restore_variables(str(workdir), sharding.replicated(mesh))
   assert step == 0
   sample = str(SAMPLES / 'S001C001P001R001A011.skeleton')
   inputs, good, errors = predict.load_inputs([sample], config)
@@ -188,7 +191,7 @@ def test_import_command_writes_a_workdir_that_predict_restores(tmp_path):
   assert _relative(logits, want) < 1e-4
   out = io.StringIO()
   assert predict.run(str(workdir), [sample], out=out) == 0
-  names = train.load_class_names(str(workdir))
+  names = workdir_lib.load_class_names(str(workdir))
   assert len(names) == 60
   top1 = out.getvalue().splitlines()[1].split()
   assert top1[:1] == ['1.'] and ' '.join(top1[1:-1]) == names[int(np.argmax(want))]

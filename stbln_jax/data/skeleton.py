@@ -115,20 +115,21 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
   buf = np.frombuffer(data, np.uint8)
   newlines = np.flatnonzero(buf == ord('\n'))
   line_at = lambda offset: int(np.searchsorted(newlines, offset)) + 1
-  binary = data.translate(None, _TEXT)
+  numeric = not data.translate(None, _NUMBER_BYTES)  # digits, .-+eE, spaces
+  binary = b'' if numeric else data.translate(None, _TEXT)
   if binary:
     at = min(data.find(b) for b in set(binary))
     raise SkeletonFormatError(path, line_at(at),
                               f'binary data (byte 0x{data[at]:02x})')
+  space = np.r_[True, buf <= 32, True]
+  starts, ends = np.flatnonzero(space[1:] != space[:-1]).reshape(-1, 2).T
   tokens = data.split()
   if not tokens:
     raise SkeletonFormatError(path, 1, 'no frame count (file is blank)')
-  space = np.r_[True, buf <= 32, True]
-  starts, ends = np.flatnonzero(space[1:] != space[:-1]).reshape(-1, 2).T
   line_of = lambda k: line_at(starts[min(k, len(tokens) - 1)])
   values = junk = None
-  if not (xyz_only and _plain(data, buf, starts, ends)):
-    values = _decode(tokens, data)
+  if not (xyz_only and numeric and _plain(data, buf, starts, ends)):
+    values = _decode(tokens, numeric)
     junk = _first_junk(tokens) if values is None else None
   take = lambda at: (values[at] if values is not None else  # as float64
                      np.array([tokens[k] for k in at.tolist()], np.float64))
@@ -163,13 +164,13 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
 
 
 def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
-  """Whether every token is surely a finite number. Without letters, a token
-  is `[-+]?(digits[.digits]|.digits)` when a sign is only its first byte, it
-  holds one dot at most (no '..' once digits are gone) and ends in a digit,
-  or in a dot after one; those with an exponent are checked one by one."""
-  if (data.translate(None, _NUMBER_BYTES)
-      or b'..' in data.translate(None, b'0123456789')):
-    return False  # letters (as in 'nan'), other junk, or two dots
+  """Whether every token of a file of `_NUMBER_BYTES` alone is surely a
+  finite number. Without letters, a token is `[-+]?(digits[.digits]|.digits)`
+  when a sign is only its first byte, it holds one dot at most (no '..' once
+  digits are gone) and ends in a digit, or in a dot after one; those with an
+  exponent are checked one by one."""
+  if b'..' in data.translate(None, b'0123456789'):
+    return False  # two dots
   ahead = buf[np.flatnonzero((buf == ord('+')) | (buf == ord('-'))) - 1]
   digit = lambda b: b - ord('0') <= 9  # uint8: bytes below '0' wrap round
   last, before = buf[ends - 1], buf[ends - 2]
@@ -183,9 +184,9 @@ def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
       float(data[starts[k]:ends[k]])) for k in set(exponents.tolist()))
 
 
-def _decode(tokens: list[bytes], data: bytes) -> np.ndarray | None:
+def _decode(tokens: list[bytes], numeric: bool) -> np.ndarray | None:
   """Every token as float64, or None if one is no finite number."""
-  if data.translate(None, _NUMBER_BYTES):
+  if not numeric:
     return None  # `float` would take 'nan', '1_000'
   try:
     values = np.array(tokens, np.float64)

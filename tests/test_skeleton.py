@@ -153,6 +153,11 @@ def test_integer_tokens_and_odd_spacing(tmp_path):
   path.write_text(('2 \n\t1\n' + body + '0').replace(' 2\n', '  2 \n'))
   again = read_skeleton(path)
   np.testing.assert_array_equal(again.joints, skeleton.joints)
+  # x, y, z apart by tabs and runs of spaces, as xyz_only reads them.
+  path.write_text('2\n1\n' + body.replace('1 -2 3 ', '1\t -2  3\t') + '0\n')
+  quick = read_skeleton(path, xyz_only=True)
+  np.testing.assert_array_equal(quick.xyz, skeleton.xyz)
+  np.testing.assert_array_equal(quick.body_ids, [7])
 
 
 def test_numbers_decode_exactly_like_float():

@@ -153,6 +153,11 @@ def test_integer_tokens_and_odd_spacing(tmp_path):
   path.write_text(('2 \n\t1\n' + body + '0').replace(' 2\n', '  2 \n'))
   again = read_skeleton(path)
   np.testing.assert_array_equal(again.joints, skeleton.joints)
+  # x, y, z apart by tabs and runs of spaces, as xyz_only reads them.
+  path.write_text('2\n1\n' + body.replace('1 -2 3 ', '1\t -2  3\t') + '0\n')
+  quick = read_skeleton(path, xyz_only=True)
+  np.testing.assert_array_equal(quick.xyz, skeleton.xyz)
+  np.testing.assert_array_equal(quick.body_ids, [7])
 
 
 def test_numbers_decode_exactly_like_float():
@@ -345,7 +350,8 @@ def _plain(data):
   buf = np.frombuffer(data, np.uint8)
   space = np.r_[True, buf <= 32, True]
   starts, ends = np.flatnonzero(space[1:] != space[:-1]).reshape(-1, 2).T
-  return skeleton_lib._plain(data, buf, starts, ends)
+  return (not data.translate(None, skeleton_lib._NUMBER_BYTES)
+          and skeleton_lib._plain(data, buf, starts, ends))
 
 
 @pytest.mark.parametrize('name', sorted(REAL))

@@ -4,6 +4,7 @@ differ by motion."""
 import numpy as np
 import pytest
 
+from stbln_jax.data import motions
 from stbln_jax.data import ntu
 from stbln_jax.data import preprocess
 from stbln_jax.data import read_skeleton
@@ -128,10 +129,10 @@ def _resampled_features(x, num=24):
 def _motion_joints(ntu_action, u):
   """(T, persons, 25, 3) scene joints of an action for a standard body."""
   action = synthetic.SYNTHETIC_ACTIONS[synthetic.action_index(ntu_action)]
-  style = synthetic._Style(amplitude=1.0, cycles=1, phase=0.0, side=1.0)
-  body = synthetic._Body()
+  style = motions.Style(amplitude=1.0, cycles=1, phase=0.0, side=1.0)
+  body = motions.Body()
   poses = action.motion(u, body, style)
-  return np.stack([synthetic._forward_kinematics(p, body) for p in poses], 1)
+  return np.stack([motions.forward_kinematics(p, body) for p in poses], 1)
 
 
 def test_classes_differ_by_motion_not_by_a_static_pose():

@@ -39,9 +39,9 @@ _INFO, _JOINT = len(BODY_INFO_FIELDS), len(JOINT_FIELDS)
 _BODY_TOKENS = _INFO + 2 + NUM_JOINTS * _JOINT
 _JOINTS_AT = _INFO + 2
 _BODY_LINES = np.r_[0, _INFO + 1, _JOINTS_AT + _JOINT * np.arange(NUM_JOINTS)]
-_XYZ = (_JOINTS_AT + _JOINT * np.arange(NUM_JOINTS)[:, None]
-        + np.arange(3)).ravel()
-_STATES = _JOINTS_AT + _JOINT * np.arange(NUM_JOINTS) + _JOINT - 1
+_X = _JOINTS_AT + _JOINT * np.arange(NUM_JOINTS)
+_XYZ = (_X[:, None] + np.arange(3)).ravel()
+_STATES = _X + _JOINT - 1
 _LINE_KINDS = {1: 'count line', _INFO + 1: 'body line', _JOINT: 'joint line'}
 _TEXT = bytes(range(32, 127)) + b'\t\n\r'
 _NUMBER_BYTES = b'0123456789.-+eE \t\n\r'
@@ -115,25 +115,29 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
   buf = np.frombuffer(data, np.uint8)
   newlines = np.flatnonzero(buf == ord('\n'))
   line_at = lambda offset: int(np.searchsorted(newlines, offset)) + 1
-  binary = data.translate(None, _TEXT)
+  numeric = not data.translate(None, _NUMBER_BYTES)  # digits, .-+eE, spaces
+  binary = b'' if numeric else data.translate(None, _TEXT)
   if binary:
     at = min(data.find(b) for b in set(binary))
     raise SkeletonFormatError(path, line_at(at),
                               f'binary data (byte 0x{data[at]:02x})')
-  tokens = data.split()
-  if not tokens:
-    raise SkeletonFormatError(path, 1, 'no frame count (file is blank)')
   space = np.r_[True, buf <= 32, True]
   starts, ends = np.flatnonzero(space[1:] != space[:-1]).reshape(-1, 2).T
-  line_of = lambda k: line_at(starts[min(k, len(tokens) - 1)])
+  if not len(starts):
+    raise SkeletonFormatError(path, 1, 'no frame count (file is blank)')
   values = junk = None
-  if not (xyz_only and _plain(data, buf, starts, ends)):
-    values = _decode(tokens, data)
+  if xyz_only and numeric and _plain(data, buf, starts, ends):
+    tokens = _Tokens(data, starts, ends)  # only the headers are read
+  else:
+    tokens = data.split()
+    values = _decode(tokens) if numeric else None  # not 'nan', '1_000'
     junk = _first_junk(tokens) if values is None else None
+  line_of = lambda k: line_at(starts[min(k, len(tokens) - 1)])
   take = lambda at: (values[at] if values is not None else  # as float64
-                     np.array([tokens[k] for k in at.tolist()], np.float64))
+                     _floats(data, starts[at], ends[at]))
   try:
-    heads, counts = _structure(tokens, np.searchsorted(starts, newlines))
+    heads, counts, body_ids = _structure(
+        tokens, np.searchsorted(starts, newlines))
     at = (heads[:, None] + _STATES).ravel()
     if junk is None:  # then every token is a number
       state = (buf[starts[at]] - 48.0 if values is None and np.all(
@@ -151,9 +155,10 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
   if junk is not None:
     raise SkeletonFormatError(path, line_of(junk.token), junk.reason)
   frame_index = np.repeat(np.arange(len(counts)), counts)
-  body_ids = np.array([int(tokens[h]) for h in heads], np.int64)
   if xyz_only:
-    xyz = take((heads[:, None] + _XYZ).ravel())
+    x = (heads[:, None] + _X).ravel()  # x, y, z: one run of 3 tokens
+    xyz = (_floats(data, starts[x], ends[x + 2]) if values is None
+           else values[(heads[:, None] + _XYZ).ravel()])
     return Skeleton(path, len(counts), frame_index, body_ids,
                     xyz.astype(dtype).reshape(len(heads), NUM_JOINTS, 3))
   body = values[heads[:, None] + np.arange(1, _BODY_TOKENS)].astype(dtype)
@@ -163,17 +168,15 @@ def parse_skeleton(data: bytes, path: str = '<bytes>', dtype=np.float32,
 
 
 def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
-  """Whether every token is surely a finite number. Without letters, a token
-  is `[-+]?(digits[.digits]|.digits)` when a sign is only its first byte, it
-  holds one dot at most (no '..' once digits are gone) and ends in a digit,
-  or in a dot after one; those with an exponent are checked one by one."""
-  if (data.translate(None, _NUMBER_BYTES)
-      or b'..' in data.translate(None, b'0123456789')):
-    return False  # letters (as in 'nan'), other junk, or two dots
+  """Whether every token of a file of `_NUMBER_BYTES` alone is surely a
+  finite number: `[-+]?(digits[.digits]|.digits)` when a sign is only its
+  first byte, one dot at most (no '..' once digits are gone), the last byte a
+  digit, or a dot after one; those with an exponent are checked one by one."""
   ahead = buf[np.flatnonzero((buf == ord('+')) | (buf == ord('-'))) - 1]
   digit = lambda b: b - ord('0') <= 9  # uint8: bytes below '0' wrap round
   last, before = buf[ends - 1], buf[ends - 2]
-  if (np.any((ahead > 32) & ((ahead | 0x20) != ord('e')))  # an inner sign
+  if (b'..' in data.translate(None, b'0123456789')  # two dots
+      or np.any((ahead > 32) & ((ahead | 0x20) != ord('e')))  # an inner sign
       or not np.all(digit(last) | ((last == ord('.')) & digit(before)))
       or np.max(ends - starts) > 300):
     return False
@@ -183,15 +186,32 @@ def _plain(data: bytes, buf: np.ndarray, starts, ends) -> bool:
       float(data[starts[k]:ends[k]])) for k in set(exponents.tolist()))
 
 
-def _decode(tokens: list[bytes], data: bytes) -> np.ndarray | None:
+def _decode(tokens: list[bytes]) -> np.ndarray | None:
   """Every token as float64, or None if one is no finite number."""
-  if data.translate(None, _NUMBER_BYTES):
-    return None  # `float` would take 'nan', '1_000'
   try:
     values = np.array(tokens, np.float64)
   except ValueError:
     return None
   return values if np.isfinite(values).all() else None
+
+
+class _Tokens:
+  """The tokens of `data` from `starts` to `ends`, sliced when read."""
+
+  def __init__(self, data: bytes, starts: np.ndarray, ends: np.ndarray):
+    self.data, self.starts, self.ends = data, starts, ends
+
+  def __len__(self) -> int:
+    return len(self.starts)
+
+  def __getitem__(self, k: int) -> bytes:
+    return self.data[self.starts[k]:self.ends[k]]
+
+
+def _floats(data: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+  """float64 of the plain numbers in the runs data[starts[i]:ends[i]]."""
+  runs = [data[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+  return np.array(b' '.join(runs).split(), np.float64)
 
 
 def _first_junk(tokens: list[bytes]) -> _Problem | None:
@@ -211,20 +231,19 @@ def _shown(text: bytes) -> str:
 
 def _structure(tokens, after_newline):
   """Walks the headers; returns (the token of each body ID, bodies per
-  frame), or raises the first `_Problem` of the file's layout."""
+  frame, body IDs), or raises the first `_Problem` of the file's layout."""
   n = len(tokens)
   frame_heads, heads, counts = [], [], []
   check = lambda upto: _check_lines(after_newline, n, frame_heads, heads, upto)
 
   def count(k, what, limit):
-    if not tokens[k].isdigit() or int(tokens[k]) > limit:
-      check(k)
-      text = _shown(tokens[k])
-      raise _Problem(f'absurd {what} {text} (at most {limit})'
-                     if tokens[k].isdigit() else
-                     f'expected a non-negative integer {what}, got {text}',
-                     token=k)
-    return int(tokens[k])
+    text = tokens[k]
+    if text.isdigit() and int(text) <= limit:
+      return int(text)
+    check(k)
+    raise _Problem(f'absurd {what} {_shown(text)} (at most {limit})'
+                   if text.isdigit() else f'expected a non-negative integer '
+                   f'{what}, got {_shown(text)}', token=k)
 
   num_frames, k = count(0, 'frame count', MAX_FRAMES), 1
   for t in range(num_frames):
@@ -241,21 +260,23 @@ def _structure(tokens, after_newline):
       check(n)
       raise _Problem(f'file ends inside frame {t + 1} of {num_frames} '
                      f'({num_bodies} bodies announced)', token=n)
+  ids = []
   for h in heads:
-    text = tokens[h + _JOINTS_AT - 1]
-    if not tokens[h].isdigit() or int(tokens[h]) >= 2**63:
+    text, joints = tokens[h], tokens[h + _JOINTS_AT - 1]
+    if not text.isdigit() or int(text) >= 2**63:
       check(h)
       raise _Problem('expected an integer body ID below 2**63, got '
-                     f'{_shown(tokens[h])}', token=h)
-    if not (text.isdigit() and int(text) == NUM_JOINTS):
+                     f'{_shown(text)}', token=h)
+    if not (joints.isdigit() and int(joints) == NUM_JOINTS):
       check(h + _JOINTS_AT - 1)
-      raise _Problem(f'expected {NUM_JOINTS} joints, got {_shown(text)}',
+      raise _Problem(f'expected {NUM_JOINTS} joints, got {_shown(joints)}',
                      token=h + _JOINTS_AT - 1)
+    ids.append(int(text))
   check(k)
   if k < n:
     raise _Problem('unexpected data after the last frame: '
                    f"'{_shown(tokens[k])}'", token=k, trailing=True)
-  return np.asarray(heads, np.int64), counts
+  return np.asarray(heads, np.int64), counts, np.array(ids, np.int64)
 
 
 def _check_lines(after_newline, n, frame_heads, heads, upto):

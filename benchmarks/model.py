@@ -54,28 +54,33 @@ from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import train
 
-_ARCH = flags.DEFINE_list('arch', ['released'], 'Architectures: released and/or lean.')
-_MIXER = flags.DEFINE_list('mixer', ['bilinear'], 'Spatial mixers (comma-separated).')
-_AGGREGATE_AT = flags.DEFINE_list('aggregate_at', ['none'],
-                                  "λ values (comma-separated; 'none': no aggregation).")
-_BATCH = flags.DEFINE_list('batch', ['8'], 'Batch sizes N (comma-separated).')
-_FRAMES = flags.DEFINE_list('frames', ['300'], 'Frames T per sample (comma-separated).')
-_PERSONS = flags.DEFINE_list('persons', ['2'], 'Persons M per sample (comma-separated).')
-_NUM_LAYERS = flags.DEFINE_list('num_layers', ['10'], 'Network depths (comma-separated).')
-_DTYPE = flags.DEFINE_list('dtype', ['float32'],
-                           'Compute dtypes, float32 and/or bfloat16 (comma-separated).')
-_TEMPORAL_CONV = flags.DEFINE_list('temporal_conv', ['auto'],
-                                   'Temporal convolution implementations (config.model.'
-                                   'temporal_conv), comma-separated.')
-_MODES = flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
-_STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
-_WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
-_REFERENCE = flags.DEFINE_bool(
-    'reference', False, 'Also time the PyTorch network of the same architecture at each '
-    "variant's N, T, M, alternating repeats with ours, and report the speedup (needs "
-    'PyTorch).')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a command, so that importing the module defines none.
+  flags.DEFINE_list('arch', ['released'], 'Architectures: released and/or lean.')
+  flags.DEFINE_list('mixer', ['bilinear'], 'Spatial mixers (comma-separated).')
+  flags.DEFINE_list('aggregate_at', ['none'],
+                    "λ values (comma-separated; 'none': no aggregation).")
+  flags.DEFINE_list('batch', ['8'], 'Batch sizes N (comma-separated).')
+  flags.DEFINE_list('frames', ['300'], 'Frames T per sample (comma-separated).')
+  flags.DEFINE_list('persons', ['2'], 'Persons M per sample (comma-separated).')
+  flags.DEFINE_list('num_layers', ['10'], 'Network depths (comma-separated).')
+  flags.DEFINE_list('dtype', ['float32'],
+                    'Compute dtypes, float32 and/or bfloat16 (comma-separated).')
+  flags.DEFINE_list('temporal_conv', ['auto'],
+                    'Temporal convolution implementations (config.model.'
+                    'temporal_conv), comma-separated.')
+  flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
+  flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
+  flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
+  flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
+  flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
+  flags.DEFINE_bool(
+      'reference', False, 'Also time the PyTorch network of the same architecture at each '
+      "variant's N, T, M, alternating repeats with ours, and report the speedup (needs "
+      'PyTorch).')
 
 
 # ---- Configuration ---------------------------------------------------------------
@@ -351,8 +356,8 @@ def variants_from_flags() -> list[Variant]:
   return [Variant(arch, mixer, _aggregate_at(lam), int(n), int(t), int(m), int(depth), dtype,
                   conv)
           for arch, mixer, lam, n, t, m, depth, dtype, conv in itertools.product(
-              _ARCH.value, _MIXER.value, _AGGREGATE_AT.value, _BATCH.value, _FRAMES.value,
-              _PERSONS.value, _NUM_LAYERS.value, _DTYPE.value, _TEMPORAL_CONV.value)]
+              FLAGS.arch, FLAGS.mixer, FLAGS.aggregate_at, FLAGS.batch, FLAGS.frames,
+              FLAGS.persons, FLAGS.num_layers, FLAGS.dtype, FLAGS.temporal_conv)]
 
 
 def main(argv):
@@ -360,20 +365,21 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   rows = []
   info = machine()
-  if not _JSON.value:
+  if not FLAGS.json:
     print(' '.join(f'{k}={v}' for k, v in info.items()))
   for variant in variants_from_flags():
-    row = run_variant(variant, modes=_MODES.value, repeats=_REPEATS.value, steps=_STEPS.value,
-                      warmup=_WARMUP.value, reference=_REFERENCE.value)
+    row = run_variant(variant, modes=FLAGS.modes, repeats=FLAGS.repeats, steps=FLAGS.steps,
+                      warmup=FLAGS.warmup, reference=FLAGS.reference)
     rows.append(row)
-    if not _JSON.value:
+    if not FLAGS.json:
       print(format_table([row]).splitlines()[-1] if len(rows) > 1 else format_table([row]),
             flush=True)
-  if not _JSON.value and any(r.get('reference_network', '') is None for r in rows):
+  if not FLAGS.json and any(r.get('reference_network', '') is None for r in rows):
     print(NO_TWIN_NOTE)
-  if _JSON.value:
+  if FLAGS.json:
     print(json.dumps({'machine': info, 'rows': rows}))
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -31,10 +31,15 @@ from stbln_jax import train
 from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import ntu
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'PyTorch state_dict (.pt, .pth) or .npz.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'New workdir for the imported weights.')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
-                                          lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a command, so that importing the module defines none.
+  flags.DEFINE_string('checkpoint', None, 'PyTorch state_dict (.pt, .pth) or .npz.')
+  flags.DEFINE_string('workdir', None, 'New workdir for the imported weights.')
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                  lock_config=True)
 
 
 def load_state_dict(path: str) -> dict:
@@ -83,15 +88,16 @@ def save_imported(variables: dict, config, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _CHECKPOINT.value is None or _WORKDIR.value is None or _CONFIG.value is None:
+  if FLAGS.checkpoint is None or FLAGS.workdir is None or FLAGS.config is None:
     raise app.UsageError('--checkpoint, --config and --workdir are required')
-  config = _CONFIG.value
+  config = FLAGS.config
   train.validate_config(config)
-  variables = torch_import.convert(load_state_dict(_CHECKPOINT.value), config.model)
-  save_imported(variables, config, _WORKDIR.value)
-  print(f'{_CHECKPOINT.value} → {checkpoint.checkpoint_dir(_WORKDIR.value)} (step 0, '
+  variables = torch_import.convert(load_state_dict(FLAGS.checkpoint), config.model)
+  save_imported(variables, config, FLAGS.workdir)
+  print(f'{FLAGS.checkpoint} → {checkpoint.checkpoint_dir(FLAGS.workdir)} (step 0, '
         f'{config.model.arch} {config.model.mixer})')
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main, input_errors=(OSError, models.ConfigError, torch_import.CheckpointError))

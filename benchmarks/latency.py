@@ -8,9 +8,11 @@ configs/default.py (10 layers, bilinear, 60 classes, M = 2) with random variable
 exported for a fixed (1, window) input (`export.export_forward`), serialised and loaded
 back with `serving.load`'s deserialiser: the path a deployed model runs. After
 --warmup calls, --calls calls are timed one by one (each waits for its result): p50 and
-p99 milliseconds, and predictions/s = 1000 / p50. `--preprocessing` also times a
-`stream.Recognizer` window on a real NTU file (preprocessing + network) with the first
-variant. The load average is printed: the machine may be shared.
+p99 milliseconds, predictions/s = 1000 / p50, and the median CPU time per call (all of
+this process's threads; less sensitive than wall time to other processes' load).
+`--preprocessing` also times a `stream.Recognizer` window on a real NTU file
+(preprocessing + network) with the first variant. The load average is printed: the
+machine may be shared.
 """
 
 import json
@@ -59,20 +61,24 @@ def exported_model(arch: str, aggregate_at: int | None, temporal_conv: str,
   return serving.ExportedModel('<benchmark>', jax.export.deserialize(data), meta)
 
 
-def time_calls(fn, warmup: int, calls: int) -> np.ndarray:
+def time_calls(fn, warmup: int, calls: int) -> tuple[np.ndarray, np.ndarray]:
+  """Wall and process CPU milliseconds of each of `calls` calls, after `warmup` calls."""
   for _ in range(warmup):
     fn()
-  times = np.empty(calls)
+  wall, cpu = np.empty(calls), np.empty(calls)
   for i in range(calls):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    times[i] = time.perf_counter() - start
-  return 1e3 * times
+    wall[i], cpu[i] = time.perf_counter() - start, time.process_time() - start_cpu
+  return 1e3 * wall, 1e3 * cpu
 
 
-def summary(times_ms: np.ndarray) -> dict:
-  p50, p99 = np.percentile(times_ms, [50, 99])
-  return {'p50_ms': float(p50), 'p99_ms': float(p99), 'predictions_per_s': 1e3 / float(p50)}
+def summary(times_ms: tuple[np.ndarray, np.ndarray]) -> dict:
+  """p50/p99 wall ms, predictions/s at p50, and the median CPU ms (all threads) per call."""
+  wall, cpu = times_ms
+  p50, p99 = np.percentile(wall, [50, 99])
+  return {'p50_ms': float(p50), 'p99_ms': float(p99), 'predictions_per_s': 1e3 / float(p50),
+          'cpu_ms': float(np.median(cpu))}
 
 
 def recognizer_window(model: serving.ExportedModel, window: int):
@@ -123,7 +129,7 @@ def _show(row: dict) -> None:
   else:
     print(f"{row['arch']:<9} λ={row['aggregate_at']:<5} {row['temporal_conv']:<5} "
           f"{row['what']:<34} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
-          f"{row['predictions_per_s']:7.1f} /s  (export + compile {row['compile_s']:.1f} s)",
+          f"{row['predictions_per_s']:7.1f} /s  CPU {row['cpu_ms']:6.1f} ms  (export + compile {row['compile_s']:.1f} s)",
           flush=True)
 
 

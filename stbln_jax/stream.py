@@ -124,9 +124,13 @@ def frames_of(skeleton: skeleton_lib.Skeleton):
 def replay(model: serving.ExportedModel, path: str, *, window: int = 64, hop: int = 8,
            fps: float = 30.0, top_k: int = 3, out: TextIO = sys.stdout,
            progress: TextIO | None = sys.stderr) -> list[Prediction]:
-  """Feeds a `.skeleton` file to a `Recognizer` at `fps` frames per second (0: unpaced)."""
+  """Feeds a `.skeleton` file to a `Recognizer` at `fps` frames per second (0: unpaced).
+
+  The network is compiled first, so the first prediction's latency is like the others'.
+  """
   skeleton = skeleton_lib.read_skeleton(path, np.float64, xyz_only=True)
   recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=path)
+  model(np.zeros((1, window) + model.input_shape[2:], np.float32))  # compiles before the clock
   predictions, start = [], time.perf_counter()
   for i, (bodies, ids) in enumerate(frames_of(skeleton)):
     if fps > 0:

@@ -11,7 +11,9 @@ forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as consta
 - a symmetric model (Eq. 3) is folded to the additive one (Eq. 2) with M = L Lᵀ
   (`mixers.fold_symmetric_params`), exact and cheaper;
 - with a symbolic frame count every temporal convolution is XLA's own ('xla'), whose
-  shapes need no frame count at trace time; with a fixed one, the config's choice.
+  shapes need no frame count at trace time; with a fixed one, the config's choice, and
+  inputs without a second person run the layers on the first person alone (the absent
+  person's contribution to the logits is a constant: `forward_single_person`).
 `stbln_jax.serving.load` runs the result with `jax` and `numpy` alone.
 
 TensorFlow (the road to TFLite and ONNX): where it is installed, `--saved_model=DIR`
@@ -52,12 +54,14 @@ def inference_model(model_cfg, variables: dict) -> tuple[models.SpatioTemporalNe
 
 
 def export_forward(model: models.SpatioTemporalNet, variables: dict, input_shape,
-                   platforms=None) -> jax.export.Exported:
+                   platforms=None, single_person_path: bool = False) -> jax.export.Exported:
   """`jax.export` of `model.apply(variables, x, train=False)` for x of `input_shape`.
 
   Args:
     input_shape: (N, T, M, V, C); N and T may be None (symbolic).
     platforms: e.g. ('cpu', 'cuda'); None for the default backend.
+    single_person_path: with a fixed T and M = 2, inputs whose second person is all
+      zeros (nobody) run the network on the first person alone (`forward_single_person`).
   """
   n, t = input_shape[:2]
   sym_n, sym_t = jax.export.symbolic_shape('N, T')
@@ -65,18 +69,53 @@ def export_forward(model: models.SpatioTemporalNet, variables: dict, input_shape
   if t is None:
     model = model.clone(temporal_conv='xla')
   variables = jax.device_get(variables)
-
-  def forward(x):
-    return model.apply(variables, x, train=False)
-
+  if single_person_path:
+    if t is None or input_shape[2] != 2:
+      raise ValueError(f'the single-person path needs a fixed frame count and 2 persons, '
+                       f'not input {input_shape}')
+    forward = forward_single_person(model, variables, t)
+  else:
+    forward = lambda x: model.apply(variables, x, train=False)
   x = jax.ShapeDtypeStruct(shape, jnp.float32)
   return jax.export.export(jax.jit(forward), platforms=platforms)(x)
+
+
+def person_variables(variables: dict, m: int) -> dict:
+  """The variables of the same network for one person: slot `m` of the data BN."""
+  def sliced(tree):
+    return dict(tree, data_bn={k: v[m:m + 1] for k, v in tree['data_bn'].items()})
+  return {'params': sliced(variables['params']),
+          'batch_stats': sliced(variables['batch_stats'])}
+
+
+def forward_single_person(model, variables: dict, num_frames: int):
+  """The forward pass of (N, T, 2, V, C) inputs, with half the work when nobody is person 2.
+
+  Inference runs every person through the layers on its own, then the logits are
+  head(mean_m f_m(x_m)) = mean_m head(f_m(x_m)) (the head is affine). For an absent
+  person (all zeros) head(f_2(0)) is a constant, computed here once for T frames; when
+  every sample's second person is absent the network runs on the first alone.
+  """
+  first, second = person_variables(variables, 0), person_variables(variables, 1)
+  zeros = jnp.zeros((1, num_frames, 1) + tuple(jax.tree.leaves(
+      variables['params']['data_bn'])[0].shape[1:]), jnp.float32)
+  absent = jax.device_get(model.apply(second, zeros, train=False))[0]  # head(f_2(0))
+
+  def forward(x):
+    def one(x):
+      return (model.apply(first, x[:, :, :1], train=False) + absent) / 2
+    return jax.lax.cond(jnp.all(x[:, :, 1] == 0), one,
+                        lambda x: model.apply(variables, x, train=False), x)
+  return forward
 
 
 def export_run(workdir: str, output: str, *, batch_size: int | None = None,
                num_frames: int | None = None, step: int | None = None,
                platforms=None, saved_model: str | None = None) -> dict:
-  """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar."""
+  """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar.
+
+  With a fixed frame count the export has the single-person path (`export_forward`).
+  """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
   if config.model.num_joints != 25:
@@ -86,7 +125,8 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   variables, _, step = checkpoint.restore_variables(workdir, device, step)
   model, variables = inference_model(config.model, variables)
   input_shape = models.input_shape(config.model, batch_size, num_frames)
-  exported = export_forward(model, variables, input_shape, platforms)
+  single_person_path = num_frames is not None and config.model.num_persons == 2
+  exported = export_forward(model, variables, input_shape, platforms, single_person_path)
   data = bytes(exported.serialize())
   meta = {
       'format': serving.FORMAT,
@@ -101,6 +141,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
                 'num_layers': config.model.num_layers,
                 'aggregate_at': config.model.aggregate_at,
                 'temporal_conv': 'xla' if num_frames is None else model.temporal_conv,
+                'single_person_path': single_person_path,
                 'platforms': list(exported.platforms)},
       'step': int(step),
       'sha256': serving.sha256_of(data),

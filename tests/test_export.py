@@ -82,7 +82,7 @@ def test_symbolic_export_gives_the_flax_logits_for_any_batch_and_length(symbolic
   assert [name for name, _ in ranked][0] == f'action {int(np.argmax(expected[0]))}'
 
 
-def test_symmetric_model_exports_folded_to_additive(tmp_path):
+def test_fixed_export_folds_symmetric_to_additive_and_skips_an_absent_person(tmp_path):
   config = tiny_config(mixer='symmetric', arch='lean', strides=(1, 1))
   variables = write_workdir(tmp_path / 'run', config, seed=2)
   output = str(tmp_path / 'model.stablehlo')
@@ -91,9 +91,15 @@ def test_symmetric_model_exports_folded_to_additive(tmp_path):
   assert meta['input_shape'] == [2, 10, 2, 25, 3]
   x = np.random.default_rng(3).normal(size=(2, 10, 2, 25, 3)).astype(np.float32)
   expected = models.create_model(config.model).apply(variables, jnp.asarray(x), train=False)
-  np.testing.assert_allclose(serving.load(output)(x), expected, atol=1e-5, rtol=1e-5)
+  loaded = serving.load(output)
+  np.testing.assert_allclose(loaded(x), expected, atol=1e-5, rtol=1e-5)
+  # Nobody as the second person: the single-person path, same logits.
+  assert meta['model']['single_person_path']
+  x[:, :, 1] = 0
+  expected = models.create_model(config.model).apply(variables, jnp.asarray(x), train=False)
+  np.testing.assert_allclose(loaded(x), expected, atol=1e-5, rtol=1e-5)
   with pytest.raises(serving.ExportError, match=r'model\.stablehlo: input of shape'):
-    serving.load(output)(x[:1])
+    loaded(x[:1])
 
 
 def test_loader_and_stream_import_no_training_stack(symbolic_export):

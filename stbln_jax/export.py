@@ -12,8 +12,9 @@ forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as consta
   (`mixers.fold_symmetric_params`), exact and cheaper;
 - with a symbolic frame count every temporal convolution is XLA's own ('xla'), whose
   shapes need no frame count at trace time; with a fixed one, the config's choice, and
-  inputs without a second person run the layers on the first person alone (the absent
-  person's contribution to the logits is a constant: `forward_single_person`).
+  with the 'dft' convolution, inputs without a second person run the layers on the first
+  person alone (the absent person's contribution to the logits is a constant:
+  `forward_single_person`).
 `stbln_jax.serving.load` runs the result with `jax` and `numpy` alone.
 
 TensorFlow (the road to TFLite and ONNX): where it is installed, `--saved_model=DIR`
@@ -33,6 +34,7 @@ from stbln_jax import checkpoint
 from stbln_jax import cli
 from stbln_jax import mixers
 from stbln_jax import models
+from stbln_jax import ops
 from stbln_jax import serving
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
@@ -114,7 +116,9 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
                platforms=None, saved_model: str | None = None) -> dict:
   """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar.
 
-  With a fixed frame count the export has the single-person path (`export_forward`).
+  With a fixed frame count and the 'dft' temporal convolution (CPU's 'auto') the export
+  has the single-person path (`export_forward`); XLA's own convolution ran about 20×
+  slower inside the conditional it needs (benchmarks/latency.py, CPU), so not with it.
   """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
@@ -125,7 +129,9 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   variables, _, step = checkpoint.restore_variables(workdir, device, step)
   model, variables = inference_model(config.model, variables)
   input_shape = models.input_shape(config.model, batch_size, num_frames)
-  single_person_path = num_frames is not None and config.model.num_persons == 2
+  conv = 'xla' if num_frames is None else ops.resolve_temporal_conv(model.temporal_conv)
+  single_person_path = (num_frames is not None and config.model.num_persons == 2
+                        and conv == 'dft')
   exported = export_forward(model, variables, input_shape, platforms, single_person_path)
   data = bytes(exported.serialize())
   meta = {
@@ -140,7 +146,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
       'model': {'mixer': config.model.mixer, 'exported_as': model.mixer, 'arch': model.arch,
                 'num_layers': config.model.num_layers,
                 'aggregate_at': config.model.aggregate_at,
-                'temporal_conv': 'xla' if num_frames is None else model.temporal_conv,
+                'temporal_conv': conv,
                 'single_person_path': single_person_path,
                 'platforms': list(exported.platforms)},
       'step': int(step),

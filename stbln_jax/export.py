@@ -117,7 +117,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar.
 
   With a fixed frame count and the 'dft' temporal convolution (CPU's 'auto') the export
-  has the single-person path (`export_forward`); XLA's own convolution ran about 20×
+  has the single-person path (`export_forward`); XLA's own convolution ran about 15×
   slower inside the conditional it needs (benchmarks/latency.py, CPU), so not with it.
   """
   config = workdir_lib.load_config(workdir)

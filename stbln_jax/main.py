@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from stbln_jax import cli
 from stbln_jax import evaluate
 from stbln_jax import models
+from stbln_jax import sharding
 from stbln_jax import train
 from stbln_jax import workdir as workdir_lib
 
@@ -30,8 +31,17 @@ _CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
 _SPLIT = flags.DEFINE_string('split', None,
                              'eval: the split to evaluate (default: config.eval_split).')
 _MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first (several processes: TPU '
-    'pod slices, SLURM or other clusters JAX detects).')
+    'multihost', False, 'Join a multi-process run first (jax.distributed.initialize): TPU '
+    'pod slices, SLURM and other clusters JAX detects, or the three flags below.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, '--multihost: host:port of process 0 (default: '
+    'JAX_COORDINATOR_ADDRESS, else detected from the cluster).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, '--multihost: how many processes (default: JAX_NUM_PROCESSES, '
+    'else detected).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, '--multihost: this process, 0 to num_processes - 1 (default: '
+    'JAX_PROCESS_ID, else detected).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 
@@ -41,7 +51,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.show_only_own_info_logs()
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    try:
+      sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                                      _PROCESS_ID.value)
+    except ValueError as e:
+      raise cli.InputError(f'--multihost: {e}') from e
   # The config is checked before anything is logged: an error is then the only line.
   if _MODE.value == 'train':
     if _CONFIG.value is None:

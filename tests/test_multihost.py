@@ -1,0 +1,163 @@
+"""A real two-process run: two `stbln_jax.main` processes joined by jax.distributed.
+
+Each process has 2 CPU devices (4 in all) and talks to the other over gloo on
+127.0.0.1. The run must end where one process with 4 devices ends: the same final
+parameters and the same evaluation report, written once.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from stbln_jax import checkpoint
+from stbln_jax import sharding
+from stbln_jax import train
+from stbln_jax.data import build
+from stbln_jax.data import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT = 420  # seconds, per process
+
+CONFIG_FILE = '''
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data_dir = {data_dir!r}
+  config.model.channels = (8, 8)
+  config.model.strides = (1, 1)
+  config.model.num_layers = 2
+  config.num_frames = 16
+  config.batch_size = 4  # 8 training examples: 2 steps per epoch
+  config.eval_batch_size = 4
+  config.num_epochs = 2
+  config.log_every_steps = 1
+  return config
+'''
+
+
+@pytest.fixture(scope='module')
+def config_file(tmp_path_factory):
+  """A tiny config whose dataset (12 synthetic files: 8 train, 4 test) is built."""
+  raw = tmp_path_factory.mktemp('raw')
+  synthetic.write_synthetic_dataset(raw, num_classes=2, subjects=(1, 2), replications=(1,),
+                                    frames=(20, 30))
+  data_dir = tmp_path_factory.mktemp('tfds')
+  summary = build.build_dataset('ntu_rgbd/xview', manual_dir=raw, data_dir=data_dir,
+                                num_workers=1, quiet=True)
+  assert summary.examples == {'train': 8, 'test': 4}, summary.format()
+  path = tmp_path_factory.mktemp('config') / 'tiny.py'
+  path.write_text(CONFIG_FILE.format(data_dir=str(data_dir)))
+  return path
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def load_config(path):
+  """The config file's config, as `main` would load it."""
+  namespace = {}
+  sys.path.insert(0, str(REPO))
+  try:
+    exec(compile(path.read_text(), str(path), 'exec'), namespace)  # pylint: disable=exec-used
+  finally:
+    sys.path.remove(str(REPO))
+  return namespace['get_config']()
+
+
+def final_variables(workdir):
+  variables, _, step = checkpoint.restore_variables(
+      str(workdir), sharding.replicated(sharding.make_mesh()))
+  return jax.device_get(variables), step
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_two_processes(config_file, workdir, *, env_flags: bool):
+  """Starts processes 0 and 1 (flags, or JAX's environment variables); waits for both."""
+  address = f'127.0.0.1:{free_port()}'
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  procs = []
+  for process_id in range(2):
+    argv = [sys.executable, '-m', 'stbln_jax.main', f'--config={config_file}',
+            f'--workdir={workdir}', '--multihost']
+    process_env = dict(env)
+    if env_flags:
+      process_env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
+                         JAX_PROCESS_ID=str(process_id))
+    else:
+      argv += [f'--coordinator_address={address}', '--num_processes=2',
+               f'--process_id={process_id}']
+    procs.append(subprocess.Popen(argv, cwd=REPO, env=process_env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  outputs = []
+  try:
+    for proc in procs:
+      _, stderr = proc.communicate(timeout=TIMEOUT)
+      outputs.append(stderr)
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  for process_id, (proc, stderr) in enumerate(zip(procs, outputs)):
+    assert proc.returncode == 0, f'process {process_id}:\n{stderr[-5000:]}'
+  return outputs
+
+
+def test_two_processes_train_like_one_process_with_four_devices(config_file, tmp_path):
+  assert jax.device_count() == 4, 'conftest.py should give JAX four CPU devices'
+  one = tmp_path / 'one_process'
+  summary = train.train_and_evaluate(load_config(config_file), str(one))
+  assert summary['num_examples'] == 4
+
+  two = tmp_path / 'two_processes'
+  logs = run_two_processes(config_file, two, env_flags=False)
+  for process_id, log in enumerate(logs):
+    assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
+
+  # The same parameters (and BatchNorm statistics) after the same 4 steps.
+  (expected, step_one), (actual, step_two) = final_variables(one), final_variables(two)
+  assert step_one == step_two == 4
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               expected, actual)
+
+  # The same evaluation report and per-sample scores.
+  report_one, report_two = (read_json(d / 'eval_test.json') for d in (one, two))
+  for key in ('num_examples', 'step', 'epoch', 'top1', 'top5'):
+    assert report_two[key] == report_one[key], key
+  assert report_two['loss'] == pytest.approx(report_one['loss'], rel=1e-4)
+  assert [e['step'] for e in report_two['evaluations']] == [2, 4]
+  with np.load(one / 'scores_test.npz') as a, np.load(two / 'scores_test.npz') as b:
+    assert list(a['names']) == list(b['names'])
+    np.testing.assert_allclose(a['logits'], b['logits'], rtol=1e-4, atol=1e-4)
+
+  # Checkpoints written once: one directory per step, nothing left half-written.
+  assert sorted(os.listdir(two / 'checkpoints')) == ['2', '4']
+  # Metrics from process 0 only: one TensorBoard file, training lines in one log.
+  assert len(os.listdir(two / 'tensorboard')) == 1
+  assert 'eval on test' in logs[0] and 'epoch 1 step 1/4' in logs[0]
+  assert 'eval on test' not in logs[1] and 'step 1/4' not in logs[1]
+
+
+def test_jax_environment_variables_stand_for_the_flags(config_file, tmp_path):
+  """JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead of flags."""
+  logs = run_two_processes(config_file, tmp_path, env_flags=True)
+  for process_id, log in enumerate(logs):
+    assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
+  assert read_json(tmp_path / 'eval_test.json')['step'] == 4

@@ -14,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from stbln_jax import checkpoint
 from stbln_jax import cli
 from stbln_jax import evaluate
 from stbln_jax import models
@@ -77,4 +78,4 @@ def main(argv):
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  cli.run(main, input_errors=(models.ConfigError,))
+  cli.run(main, input_errors=(models.ConfigError, checkpoint.CheckpointError))

@@ -7,10 +7,8 @@ parameters and the same evaluation report, written once.
 
 import json
 import os
-import pathlib
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -19,61 +17,15 @@ import pytest
 from stbln_jax import checkpoint
 from stbln_jax import sharding
 from stbln_jax import train
-from stbln_jax.data import build
-from stbln_jax.data import synthetic
+from tiny_run import REPO, load_config, main_command, subprocess_env, tiny_config_file  # pylint: disable=unused-import
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT = 420  # seconds, per process
-
-CONFIG_FILE = '''
-from configs import default
-
-
-def get_config():
-  config = default.get_config()
-  config.data_dir = {data_dir!r}
-  config.model.channels = (8, 8)
-  config.model.strides = (1, 1)
-  config.model.num_layers = 2
-  config.num_frames = 16
-  config.batch_size = 4  # 8 training examples: 2 steps per epoch
-  config.eval_batch_size = 4
-  config.num_epochs = 2
-  config.log_every_steps = 1
-  return config
-'''
-
-
-@pytest.fixture(scope='module')
-def config_file(tmp_path_factory):
-  """A tiny config whose dataset (12 synthetic files: 8 train, 4 test) is built."""
-  raw = tmp_path_factory.mktemp('raw')
-  synthetic.write_synthetic_dataset(raw, num_classes=2, subjects=(1, 2), replications=(1,),
-                                    frames=(20, 30))
-  data_dir = tmp_path_factory.mktemp('tfds')
-  summary = build.build_dataset('ntu_rgbd/xview', manual_dir=raw, data_dir=data_dir,
-                                num_workers=1, quiet=True)
-  assert summary.examples == {'train': 8, 'test': 4}, summary.format()
-  path = tmp_path_factory.mktemp('config') / 'tiny.py'
-  path.write_text(CONFIG_FILE.format(data_dir=str(data_dir)))
-  return path
 
 
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
-
-
-def load_config(path):
-  """The config file's config, as `main` would load it."""
-  namespace = {}
-  sys.path.insert(0, str(REPO))
-  try:
-    exec(compile(path.read_text(), str(path), 'exec'), namespace)  # pylint: disable=exec-used
-  finally:
-    sys.path.remove(str(REPO))
-  return namespace['get_config']()
 
 
 def final_variables(workdir):
@@ -90,12 +42,10 @@ def read_json(path):
 def run_two_processes(config_file, workdir, *, env_flags: bool):
   """Starts processes 0 and 1 (flags, or JAX's environment variables); waits for both."""
   address = f'127.0.0.1:{free_port()}'
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  env = subprocess_env(num_devices=2)
   procs = []
   for process_id in range(2):
-    argv = [sys.executable, '-m', 'stbln_jax.main', f'--config={config_file}',
-            f'--workdir={workdir}', '--multihost']
+    argv = main_command(config_file, workdir, '--multihost')
     process_env = dict(env)
     if env_flags:
       process_env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES='2',
@@ -120,14 +70,14 @@ def run_two_processes(config_file, workdir, *, env_flags: bool):
   return outputs
 
 
-def test_two_processes_train_like_one_process_with_four_devices(config_file, tmp_path):
+def test_two_processes_train_like_one_process_with_four_devices(tiny_config_file, tmp_path):
   assert jax.device_count() == 4, 'conftest.py should give JAX four CPU devices'
   one = tmp_path / 'one_process'
-  summary = train.train_and_evaluate(load_config(config_file), str(one))
+  summary = train.train_and_evaluate(load_config(tiny_config_file), str(one))
   assert summary['num_examples'] == 4
 
   two = tmp_path / 'two_processes'
-  logs = run_two_processes(config_file, two, env_flags=False)
+  logs = run_two_processes(tiny_config_file, two, env_flags=False)
   for process_id, log in enumerate(logs):
     assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
 
@@ -155,9 +105,9 @@ def test_two_processes_train_like_one_process_with_four_devices(config_file, tmp
   assert 'eval on test' not in logs[1] and 'step 1/4' not in logs[1]
 
 
-def test_jax_environment_variables_stand_for_the_flags(config_file, tmp_path):
+def test_jax_environment_variables_stand_for_the_flags(tiny_config_file, tmp_path):
   """JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead of flags."""
-  logs = run_two_processes(config_file, tmp_path, env_flags=True)
+  logs = run_two_processes(tiny_config_file, tmp_path, env_flags=True)
   for process_id, log in enumerate(logs):
     assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
   assert read_json(tmp_path / 'eval_test.json')['step'] == 4

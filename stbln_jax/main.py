@@ -17,6 +17,7 @@ from ml_collections import config_flags
 from stbln_jax import checkpoint
 from stbln_jax import cli
 from stbln_jax import evaluate
+from stbln_jax import input_pipeline
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import train
@@ -66,6 +67,9 @@ def main(argv):
   else:
     config = _CONFIG.value or workdir_lib.load_config(_WORKDIR.value)
     evaluate.validate_config(config)
+  if _MODE.value == 'eval' or not config.synthetic.enabled:  # the demo builds its own
+    with cli.quiet_logs():  # TFDS warns about a missing dataset before we say it
+      input_pipeline.open_dataset(config)
   logging.info('JAX process %d of %d; %d local of %d devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())

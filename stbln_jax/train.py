@@ -380,9 +380,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary = evaluate.write_reports(
             result, config, workdir, config.eval_split, dataset, step=done,
             epoch=evaluations[-1]['epoch'], evaluations=evaluations)
-        logging.info('Final: %s; reports (eval_%s.json, confusion_%s.png, scores_%s.npz) '
-                     'in %s.', evaluate.describe(summary), *[config.eval_split] * 3,
-                     workdir)
+        if jax.process_index() == 0:
+          logging.info('Final: %s; reports (eval_%s.json, confusion_%s.png, '
+                       'scores_%s.npz) in %s.', evaluate.describe(summary),
+                       *[config.eval_split] * 3, workdir)
       if (last or stop or
           (batch_in_epoch == 0 and epoch % config.checkpoint_every_epochs == 0)):
         checkpoint.save(manager, state,

@@ -103,6 +103,7 @@ def test_two_processes_train_like_one_process_with_four_devices(tiny_config_file
   assert len(os.listdir(two / 'tensorboard')) == 1
   assert 'eval on test' in logs[0] and 'epoch 1 step 1/4' in logs[0]
   assert 'eval on test' not in logs[1] and 'step 1/4' not in logs[1]
+  assert 'Final:' in logs[0] and 'Final:' not in logs[1]
 
 
 def test_jax_environment_variables_stand_for_the_flags(tiny_config_file, tmp_path):

@@ -1,11 +1,14 @@
-"""SIGKILL a tiny training run at several points, rerun it, get the uninterrupted result.
+"""SIGKILL a tiny training run (or a dataset build) at several points, rerun it, get
+the uninterrupted result.
 
 Each killed run is `python -m stbln_jax.main` with one function wrapped to SIGKILL
 the process when it is reached: the N-th training step, the commit of a checkpoint
 (its arrays written under the temporary name, not yet renamed) and the writing of
 the final report. One more run is killed from outside as soon as it logs a
 training step. A last rerun must then end with the parameters, evaluation report
-and per-sample logits of a run that was never interrupted.
+and per-sample logits of a run that was never interrupted. A dataset build killed
+while writing records, or just before it records the dataset as complete, must leave
+no dataset that opens, and its rerun must write the records of an uninterrupted build.
 """
 
 import json
@@ -13,14 +16,18 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
+import pytest
+from tensorflow_datasets.proto import tf_example_pb2
 
 from stbln_jax import checkpoint
+from stbln_jax import input_pipeline
 from stbln_jax import sharding
 from stbln_jax import train
-from tiny_run import REPO, load_config, main_command, subprocess_env, tiny_config_file  # pylint: disable=unused-import
+from tiny_run import REPO, load_config, main_command, subprocess_env, tiny_config_file, write_tiny_raw  # pylint: disable=unused-import
 
 TIMEOUT = 300  # seconds, per run
 
@@ -126,3 +133,78 @@ def test_killed_runs_rerun_to_the_uninterrupted_result(tiny_config_file, tmp_pat
     assert report[key] == expected_report[key], key
   # Nothing half-written remains.
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+
+
+# ---- Dataset builds ------------------------------------------------------------------
+
+# `data_prep.build` with the dataset's info (the mark of a complete build, written
+# last) never written: SIGKILL when it is about to be.
+KILLING_BUILD = '''
+import os, runpy, signal
+import tensorflow_datasets as tfds
+
+def killing_write(self, *args, **kwargs):
+  os.kill(os.getpid(), signal.SIGKILL)
+tfds.core.DatasetInfo.write_to_directory = killing_write
+runpy.run_module('data_prep.build', run_name='__main__', alter_sys=True)
+'''
+
+
+def build_argv(raw, data_dir):
+  return ['ntu_rgbd/xview', f'--manual_dir={raw}', f'--data_dir={data_dir}',
+          '--num_processes=1', '--quiet']
+
+
+def build_killed_while_writing(raw, data_dir):
+  """Starts a build and SIGKILLs it as soon as it has written a record file."""
+  proc = subprocess.Popen([sys.executable, '-m', 'data_prep.build',
+                           *build_argv(raw, data_dir)], cwd=REPO, env=subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + TIMEOUT
+  try:
+    while proc.poll() is None and time.monotonic() < deadline:
+      if any('array_record' in name for _, _, files in os.walk(data_dir) for name in files):
+        proc.send_signal(signal.SIGKILL)
+        break
+      time.sleep(0.005)
+    proc.wait(timeout=TIMEOUT)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  return proc.returncode
+
+
+def records(config):
+  """{split: [record in order]} of the built dataset of `config`, as protos (whose
+  equality, unlike their bytes, does not depend on the order of their features)."""
+  dataset = input_pipeline.open_dataset(config)
+  return {split: [tf_example_pb2.Example.FromString(r)
+                  for r in dataset.reader(split).read(list(range(size)))]
+          for split, size in dataset.split_sizes.items()}
+
+
+def test_killed_dataset_builds_are_never_taken_as_complete(tiny_config_file, tmp_path):
+  raw, data_dir = tmp_path / 'raw', tmp_path / 'tfds'
+  write_tiny_raw(raw)
+  config = load_config(tiny_config_file)
+  expected = records(config)
+  config.data_dir = str(data_dir)
+
+  returncode = build_killed_while_writing(raw, data_dir)
+  if returncode == -signal.SIGKILL:  # (the build may finish before a file is seen)
+    with pytest.raises(FileNotFoundError, match='is not built'):
+      input_pipeline.open_dataset(config)
+  result = subprocess.run([sys.executable, '-c', KILLING_BUILD, *build_argv(raw, data_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                          env=subprocess_env())
+  if returncode == -signal.SIGKILL:
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    with pytest.raises(FileNotFoundError, match='is not built'):
+      input_pipeline.open_dataset(config)
+
+  result = subprocess.run([sys.executable, '-m', 'data_prep.build',
+                           *build_argv(raw, data_dir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=TIMEOUT, env=subprocess_env())
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert records(config) == expected

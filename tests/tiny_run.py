@@ -37,9 +37,14 @@ def get_config():
 '''
 
 
-def build_tiny_dataset(raw_dir, data_dir):
+def write_tiny_raw(raw_dir):
+  """The 12 synthetic `.skeleton` files of the tiny dataset (always the same)."""
   synthetic.write_synthetic_dataset(raw_dir, num_classes=2, subjects=(1, 2),
                                     replications=(1,), frames=(20, 30))
+
+
+def build_tiny_dataset(raw_dir, data_dir):
+  write_tiny_raw(raw_dir)
   return build.build_dataset('ntu_rgbd/xview', manual_dir=raw_dir, data_dir=data_dir,
                              num_workers=1, quiet=True)
 

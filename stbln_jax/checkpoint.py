@@ -21,7 +21,6 @@ an explicitly requested step that cannot be read is a `CheckpointError` naming i
 and the steps that can.
 """
 
-import contextlib
 import gc
 import os
 import sys
@@ -112,12 +111,37 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
     CheckpointError: `step` (or, with step None, every checkpoint) cannot be read.
   """
   def load(s):
+    _check_same_network(manager, s, abstract_state)
     restored = manager.restore(
         s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                    progress=ocp.args.JsonRestore()))
     return restored['state'], dict(restored['progress'])
   (state, progress), step = _restore_readable(manager, step, load)
   return state, progress, step
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  return {jax.tree_util.keystr(path): tuple(x.shape)
+          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_same_network(manager: ocp.CheckpointManager, step: int,
+                        abstract_state: Any) -> None:
+  """CheckpointError if checkpoint `step` holds another network than `abstract_state`.
+
+  A readable checkpoint of another network is the config's fault, not damage: it
+  must never be moved aside.
+  """
+  saved_tree = manager.item_metadata(step)['state'].tree
+  for part in ('params', 'batch_stats'):
+    saved, wanted = _shapes(saved_tree[part]), _shapes(abstract_state[part])
+    if saved != wanted:
+      name = sorted(set(saved.items()) ^ set(wanted.items()))[0][0]
+      raise CheckpointError(
+          f'checkpoint at step {step} ({step_path(manager, step)}) holds another network '
+          f'than the config ({part}{name}: saved {saved.get(name)}, config '
+          f'{wanted.get(name)}); resume with the config the run started with '
+          f'(config.json in its workdir)')
 
 
 def restore_variables(workdir: str, sharding: jax.sharding.Sharding,
@@ -180,26 +204,40 @@ def _root_cause(error: BaseException) -> str:
   return f'{type(error).__name__}: {first}'.rstrip(': ')
 
 
-@contextlib.contextmanager
-def _quiet_unraisable():
-  """Drops the 'Exception ignored in <coroutine>' noise of an aborted Orbax read."""
+def _is_aborted_read_noise(unraisable) -> bool:
+  """What an aborted Orbax read leaves for the interpreter to report, later."""
+  code = getattr(unraisable.object, 'cr_code', None)  # a coroutine never awaited
+  if code is not None and f'{os.sep}orbax{os.sep}' in code.co_filename:
+    return True
+  # Callbacks of TensorStore reads still in flight when the event loop closed.
+  error = unraisable.exc_value
+  return isinstance(error, RuntimeError) and 'Event loop is closed' in str(error)
+
+
+def _drop_aborted_read_noise() -> None:
+  """From the first failed read on, drops its noise (tracebacks in other threads)."""
   previous = sys.unraisablehook
-  sys.unraisablehook = lambda unraisable: None
-  try:
-    yield
-  finally:
-    gc.collect()
-    sys.unraisablehook = previous
+  if getattr(previous, 'drops_aborted_read_noise', False):
+    return
+
+  def hook(unraisable):
+    if not _is_aborted_read_noise(unraisable):
+      previous(unraisable)
+  hook.drops_aborted_read_noise = True
+  sys.unraisablehook = hook
 
 
 def _try_load(load: Callable[[int], Any], step: int) -> Any:
-  with _quiet_unraisable():
-    try:
-      return load(step)
-    except Exception as e:  # pylint: disable=broad-exception-caught
-      # Orbax and TensorStore raise plain Exceptions, ValueErrors and OSErrors for
-      # missing, truncated or garbled files alike.
-      raise _Unreadable(_root_cause(e)) from e
+  try:
+    return load(step)
+  except CheckpointError:
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # Orbax and TensorStore raise plain Exceptions, ValueErrors and OSErrors for
+    # missing, truncated or garbled files alike.
+    _drop_aborted_read_noise()
+    gc.collect()  # the aborted read's coroutines, now rather than at exit
+    raise _Unreadable(_root_cause(e)) from e
 
 
 def step_path(manager: ocp.CheckpointManager, step: int) -> str:

@@ -125,3 +125,14 @@ def test_no_readable_checkpoint_at_all_is_an_error_not_a_fresh_start(trained, tm
   with pytest.raises(checkpoint.CheckpointError, match='no checkpoint in .* can be read'):
     final_variables(workdir)
   assert sorted(os.listdir(workdir / checkpoint.UNREADABLE_DIR)) == ['2', '4']
+
+
+def test_a_readable_checkpoint_of_another_network_is_an_error_and_stays(
+    trained, tiny_config_file, tmp_path):
+  workdir = copy_run(trained, tmp_path, 'run')
+  config = load_config(tiny_config_file)
+  config.model.channels = (8, 16)
+  with pytest.raises(checkpoint.CheckpointError, match='holds another network'):
+    train.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  assert not (workdir / checkpoint.UNREADABLE_DIR).exists()

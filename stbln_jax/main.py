@@ -4,8 +4,13 @@ r"""Trains or evaluates a network on NTU RGB+D skeletons.
       --config.model.mixer=bilinear --config.model.aggregate_at=6
   python -m stbln_jax.main --mode=eval --workdir=/tmp/cv_bilinear
 
-Rerunning a training command resumes from the workdir's last checkpoint. Evaluation
-reads the config saved in the workdir unless --config is given.
+Rerunning a training command resumes from the workdir's last readable checkpoint.
+Evaluation reads the config saved in the workdir unless --config is given. With
+--multihost, one such process runs per host (launch/*: SLURM, TPU pods, several
+processes on one machine):
+
+  python -m stbln_jax.main --multihost --coordinator_address=10.0.0.1:12355 \
+      --num_processes=2 --process_id=0 --config=configs/cv.py --workdir=/shared/cv
 """
 
 from absl import app

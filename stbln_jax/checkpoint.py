@@ -253,10 +253,13 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
   while os.path.exists(target):
     target = os.path.join(target_dir, f'{step}.{n}')
     n += 1
+  multiprocess = jax.process_count() > 1
+  if multiprocess:  # every process has tried (and failed) before it moves
+    multihost_utils.sync_global_devices(f'checkpoint {step} cannot be read')
   if jax.process_index() == 0:
     os.makedirs(target_dir, exist_ok=True)
     os.replace(source, target)
-  if jax.process_count() > 1:
+  if multiprocess:
     multihost_utils.sync_global_devices(f'checkpoint {step} moved aside')
   manager.reload()
   return target

@@ -27,7 +27,8 @@ from stbln_jax import checkpoint
 from stbln_jax import input_pipeline
 from stbln_jax import sharding
 from stbln_jax import train
-from tiny_run import REPO, load_config, main_command, subprocess_env, tiny_config_file, write_tiny_raw  # pylint: disable=unused-import
+from tiny_run import (  # pylint: disable=unused-import
+    REPO, load_config, main_command, subprocess_env, tiny_config_file, write_tiny_raw)
 
 TIMEOUT = 300  # seconds, per run
 

@@ -7,6 +7,7 @@ parameters and the same evaluation report, written once.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -17,7 +18,8 @@ import pytest
 from stbln_jax import checkpoint
 from stbln_jax import sharding
 from stbln_jax import train
-from tiny_run import REPO, load_config, main_command, subprocess_env, tiny_config_file  # pylint: disable=unused-import
+from tiny_run import (  # pylint: disable=unused-import
+    REPO, damage, load_config, main_command, subprocess_env, tiny_config_file)
 
 TIMEOUT = 420  # seconds, per process
 
@@ -70,22 +72,31 @@ def run_two_processes(config_file, workdir, *, env_flags: bool):
   return outputs
 
 
-def test_two_processes_train_like_one_process_with_four_devices(tiny_config_file, tmp_path):
+@pytest.fixture(scope='module')
+def runs(tiny_config_file, tmp_path_factory):
+  """Workdirs of one process with 4 devices and of two with 2 each; the two logs."""
   assert jax.device_count() == 4, 'conftest.py should give JAX four CPU devices'
-  one = tmp_path / 'one_process'
+  one = tmp_path_factory.mktemp('one_process')
   summary = train.train_and_evaluate(load_config(tiny_config_file), str(one))
   assert summary['num_examples'] == 4
-
-  two = tmp_path / 'two_processes'
+  two = tmp_path_factory.mktemp('two_processes')
   logs = run_two_processes(tiny_config_file, two, env_flags=False)
+  return one, two, logs
+
+
+def assert_close_variables(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+
+
+def test_two_processes_train_like_one_process_with_four_devices(runs):
+  one, two, logs = runs
   for process_id, log in enumerate(logs):
     assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
 
   # The same parameters (and BatchNorm statistics) after the same 4 steps.
   (expected, step_one), (actual, step_two) = final_variables(one), final_variables(two)
   assert step_one == step_two == 4
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-               expected, actual)
+  assert_close_variables(expected, actual)
 
   # The same evaluation report and per-sample scores.
   report_one, report_two = (read_json(d / 'eval_test.json') for d in (one, two))
@@ -106,9 +117,19 @@ def test_two_processes_train_like_one_process_with_four_devices(tiny_config_file
   assert 'Final:' in logs[0] and 'Final:' not in logs[1]
 
 
-def test_jax_environment_variables_stand_for_the_flags(tiny_config_file, tmp_path):
-  """JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead of flags."""
-  logs = run_two_processes(tiny_config_file, tmp_path, env_flags=True)
+def test_two_processes_recover_from_a_damaged_checkpoint_with_jax_variables(
+    runs, tiny_config_file, tmp_path):
+  """JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead of the
+  flags, rerunning the two-process run with its last checkpoint damaged."""
+  one, two, _ = runs
+  workdir = tmp_path / 'run'
+  shutil.copytree(two, workdir)
+  damage(workdir, 4)
+  logs = run_two_processes(tiny_config_file, workdir, env_flags=True)
   for process_id, log in enumerate(logs):
     assert f'JAX process {process_id} of 2; 2 local of 4 devices' in log, log[-3000:]
-  assert read_json(tmp_path / 'eval_test.json')['step'] == 4
+    assert 'checkpoint at step 4' in log and 'Resumed from step 2' in log, log[-3000:]
+  assert os.listdir(workdir / checkpoint.UNREADABLE_DIR) == ['4']
+  variables, step = final_variables(workdir)
+  assert step == 4
+  assert_close_variables(final_variables(one)[0], variables)

@@ -17,7 +17,8 @@ import pytest
 from stbln_jax import checkpoint
 from stbln_jax import sharding
 from stbln_jax import train
-from tiny_run import REPO, load_config, subprocess_env, tiny_config_file  # pylint: disable=unused-import
+from tiny_run import (  # pylint: disable=unused-import
+    REPO, damage, load_config, subprocess_env, tiny_config_file)
 
 
 @pytest.fixture(scope='module')
@@ -33,19 +34,6 @@ def final_variables(workdir, step=None):
   variables, _, restored_step = checkpoint.restore_variables(
       str(workdir), sharding.replicated(sharding.make_mesh()), step)
   return jax.device_get(variables), restored_step
-
-
-def damage(workdir, step):
-  """Truncates every array file of checkpoint `step` to half its size."""
-  state_dir = workdir / 'checkpoints' / str(step) / 'state'
-  truncated = 0
-  for root, _, files in os.walk(state_dir):
-    if os.path.basename(root) == 'd':  # the array data (OCDBT)
-      for name in files:
-        path = os.path.join(root, name)
-        os.truncate(path, os.path.getsize(path) // 2)
-        truncated += 1
-  assert truncated, f'no array files under {state_dir}'
 
 
 def copy_run(trained, tmp_path, name):

@@ -65,7 +65,8 @@ def load_config(path):
   namespace = {}
   sys.path.insert(0, str(REPO))
   try:
-    exec(compile(pathlib.Path(path).read_text(), str(path), 'exec'), namespace)  # pylint: disable=exec-used
+    source = pathlib.Path(path).read_text()
+    exec(compile(source, str(path), 'exec'), namespace)  # pylint: disable=exec-used
   finally:
     sys.path.remove(str(REPO))
   return namespace['get_config']()
@@ -80,3 +81,16 @@ def main_command(config_file, workdir, *flags):
 def subprocess_env(num_devices=4, **extra):
   return {**os.environ, 'JAX_PLATFORMS': 'cpu',
           'XLA_FLAGS': f'--xla_force_host_platform_device_count={num_devices}', **extra}
+
+
+def damage(workdir, step):
+  """Truncates every array file of checkpoint `step` to half its size."""
+  state_dir = workdir / 'checkpoints' / str(step) / 'state'
+  truncated = 0
+  for root, _, files in os.walk(state_dir):
+    if os.path.basename(root) == 'd':  # the array data (OCDBT)
+      for name in files:
+        path = os.path.join(root, name)
+        os.truncate(path, os.path.getsize(path) // 2)
+        truncated += 1
+  assert truncated, f'no array files under {state_dir}'

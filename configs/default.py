@@ -40,6 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'multiplicative' (Eq. 1, ST-GCN), 'additive' (Eq. 2, 2s-AGCN),
   # 'symmetric' (Eq. 3) or 'bilinear' (Eq. 4, ST-BLN).
   model.mixer = 'bilinear'
+  # 'released': the authors' released layers, which produced the paper's figures;
+  # 'lean': the paper's text read literally (no biases, identity residuals, no C_k).
+  model.arch = 'released'
   # The 2s-AGCN layer sizes; the network uses the first `num_layers` of them.
   model.channels = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
   model.strides = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
@@ -50,8 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Rank q of L in the symmetric mixer (None: q = V, full rank).
   model.symmetric_rank = config_dict.placeholder(int)
   model.temporal_kernel = 9
-  # Â normalisation: 'symmetric' (the paper, D^-1/2 A D^-1/2) or 'column' (2s-AGCN code).
-  model.adjacency_normalization = 'symmetric'
+  # Â normalisation: 'mean' (2s-AGCN: every joint averages its neighbours in a partition)
+  # or 'symmetric' (D_out^-1/2 A D_in^-1/2).
+  model.adjacency_normalization = 'mean'
   model.num_classes = 60
   model.num_persons = 2
   model.num_joints = 25
@@ -59,9 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
   model.dtype = 'float32'
   # Temporal convolution: 'auto' ('dft' on CPU, XLA's own convolution elsewhere), 'dft'
-  # or 'fft' (products per frequency, transforms as matmuls or FFTs), 'dots' (XLA's
-  # forward pass, kernel gradient as one matmul) or 'xla'. Same numbers up to float
-  # rounding, different speed (BENCHMARKS.md).
+  # (a product per frequency, the transforms as matmuls) or 'xla'. Same numbers up to
+  # float rounding, different speed (BENCHMARKS.md).
   model.temporal_conv = 'auto'
 
   # ---- Benchmark ------------------------------------------------------------

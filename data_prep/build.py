@@ -3,6 +3,10 @@ r"""Builds NTU RGB+D records from raw `.skeleton` files, without TensorFlow.
   python -m data_prep.build ntu_rgbd/xview \
       --manual_dir=/data/nturgbd_skeletons --data_dir=/data/tfds
 
+Configs: xview, xsub (NTU-60), xsub120, xset120 (NTU-120), preprocessed
+exactly as 2s-AGCN does; each also as `<config>_tracked`, with bodies followed
+by tracking ID (`stbln_jax.data.preprocess`).
+
 Flags follow `tfds build` where they apply (--data_dir, --manual_dir,
 --overwrite, --num_processes); --num_processes sets the processes
 parsing `.skeleton` files (`tfds build` uses it for building several datasets
@@ -48,7 +52,7 @@ def main(argv):
   if not names:
     raise app.UsageError(
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
-        'xsub, xsub120, xset120).')
+        'xsub, xsub120, xset120, each also as <config>_tracked).')
   if FLAGS.quiet:
     logging.set_verbosity(logging.ERROR)
   for name in names:

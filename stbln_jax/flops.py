@@ -1,19 +1,27 @@
-r"""Parameters and forward FLOPs per sample of a configured network (the paper's Fig. 5).
+r"""Parameters and forward cost per sample of a configured network (the paper's Fig. 5).
 
     python -m stbln_jax.flops --config=configs/cv.py
     python -m stbln_jax.flops --config=configs/cv.py --config.model.aggregate_at=6 --json
     python -m stbln_jax.flops --config=configs/cv.py --sweep_aggregate_at
+    python -m stbln_jax.flops --config=configs/cv.py --config.model.arch=lean --sweep_aggregate_at
 
-FLOPs come from XLA's cost analysis of the jitted inference forward pass (batch 1,
-T frames, M persons; nothing is compiled or run). A multiply-add counts as 2 FLOPs;
-GMACs = GFLOPs / 2 is what papers usually call "FLOPs".
+Two figures of the inference forward pass (batch 1, T frames, M persons), both from
+tracing and lowering it (nothing is compiled or run):
+- `flops`: XLA's cost analysis of the whole computation (a multiply-add is 2 FLOPs), the
+  direct convolution ('xla') standing for whichever implementation runs;
+- `macs`: multiply-adds counted as `thop` counts them, which is how the paper's figures
+  were made: only the layers PyTorch would hold as nn.Conv2d or nn.Linear modules
+  (output size × fan-in, biases not counted); products written as functions (U·H,
+  2s-AGCN's attention) and BatchNorm are not counted.
 """
 
 import json
 import sys
+from typing import Mapping
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
@@ -37,28 +45,55 @@ def count_params(params) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
+def _thop_counter(counts: list):
+  """An interceptor adding, per call of a module with a 'kernel' (or a mixer's 'W'),
+
+  output size × fan-in (the kernel's size over its output features) to `counts`: what
+  thop counts for the nn.Conv2d / nn.Linear the module stands for. A mixer's W, (P, C_in,
+  C_out), stands for P 1×1 convolutions whose outputs are summed.
+  """
+
+  def count(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    if context.method_name == '__call__' and hasattr(y, 'size'):
+      params = context.module.variables.get('params', {})
+      kernel = params.get('kernel', params.get('W'))
+      if kernel is not None and not isinstance(kernel, Mapping):
+        counts.append(y.size * (kernel.size // kernel.shape[-1]))
+    return y
+
+  return count
+
+
 def model_cost(model_cfg, num_frames: int = 300) -> dict:
-  """{'params', 'flops', 'macs', 'gflops', 'gmacs'} of one sample's forward pass."""
+  """{'params', 'flops', 'gflops', 'macs', 'gmacs', ...} of one sample's forward pass."""
   # The direct convolution: the network's FLOPs, not those of a faster equivalent.
   model = models.create_model(model_cfg).clone(temporal_conv='xla')
   x = jax.ShapeDtypeStruct(models.input_shape(model_cfg, 1, num_frames), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))
-  lowered = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x)
-  analysis = lowered.cost_analysis()
+  counts = []
+
+  def forward(v, x):
+    with nn.intercept_methods(_thop_counter(counts)):
+      return model.apply(v, x, train=False)
+
+  analysis = jax.jit(forward).lower(variables, x).cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older JAX returns one dict per computation
     analysis = analysis[0]
   flops = float(analysis['flops'])
+  macs = int(sum(counts))
   return {
       'mixer': model_cfg.mixer,
+      'arch': model.arch,
       'num_layers': model_cfg.num_layers,
       'aggregate_at': model_cfg.aggregate_at,
       'num_frames': num_frames,
       'num_persons': model_cfg.num_persons,
       'params': count_params(variables['params']),
       'flops': flops,
-      'macs': flops / 2,
       'gflops': flops / 1e9,
-      'gmacs': flops / 2e9,
+      'macs': macs,
+      'gmacs': macs / 1e9,
   }
 
 
@@ -72,20 +107,22 @@ def sweep_aggregate_at(model_cfg, num_frames: int = 300) -> list[dict]:
     rows.append(model_cost(cfg, num_frames))
   reference = next(r for r in rows if r['aggregate_at'] == cfg.num_layers)
   for r in rows:
-    r['speedup_vs_last_layer'] = reference['flops'] / r['flops']
+    r['speedup_vs_last_layer'] = reference['macs'] / r['macs']  # Fig. 5: thop's count
+    r['flops_speedup_vs_last_layer'] = reference['flops'] / r['flops']
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
-  head = f"{'mixer':<15}{'λ':>5}{'params':>12}{'GFLOPs':>10}{'GMACs':>9}"
+  head = f"{'mixer':<15}{'arch':<10}{'λ':>4}{'params':>12}{'XLA GFLOPs':>12}{'GMACs':>9}"
   if 'speedup_vs_last_layer' in rows[0]:
-    head += f"{'× vs λ=L':>11}"
+    head += f"{'× MACs':>9}{'× FLOPs':>9}"
   lines = [head, '-' * len(head)]
   for r in rows:
     lam = '-' if r['aggregate_at'] is None else str(r['aggregate_at'])
-    line = f"{r['mixer']:<15}{lam:>5}{r['params']:>12,}{r['gflops']:>10.2f}{r['gmacs']:>9.2f}"
+    line = (f"{r['mixer']:<15}{r['arch']:<10}{lam:>4}{r['params']:>12,}{r['gflops']:>12.2f}"
+            f"{r['gmacs']:>9.2f}")
     if 'speedup_vs_last_layer' in r:
-      line += f"{r['speedup_vs_last_layer']:>11.2f}"
+      line += f"{r['speedup_vs_last_layer']:>9.2f}{r['flops_speedup_vs_last_layer']:>9.2f}"
     lines.append(line)
   return '\n'.join(lines)
 
@@ -106,8 +143,9 @@ def main(argv):
   if FLAGS.json:
     print(json.dumps(rows if FLAGS.sweep_aggregate_at else rows[0]))
   else:
-    print(f'Forward pass per sample: batch 1, T={FLAGS.num_frames}, '
-          f'M={model_cfg.num_persons}, XLA cost analysis (1 multiply-add = 2 FLOPs)')
+    print(f'Forward pass per sample: batch 1, T={FLAGS.num_frames}, M={model_cfg.num_persons}; '
+          f'XLA GFLOPs: cost analysis (1 multiply-add = 2 FLOPs); GMACs: multiply-adds '
+          f'of the conv and linear layers, as thop counts them (the paper)')
     print(format_table(rows))
 
 

@@ -15,6 +15,13 @@ with P partitions, U_p of shape (V_out, V_in) mixing nodes and W_p of shape
 The equations are the small pure functions below; the Flax modules only own the
 parameters. Every module names its channel map 'W', so a trained symmetric model
 folds into an additive one by replacing 'L' with 'M' = L Lᵀ (`fold_symmetric_params`).
+
+`released=True` builds the mixers as the authors' released code does: a bias per
+partition after W_p, W_p drawn as 2s-AGCN draws it, U_p (Eq. 4) uniform in [0, 1), M_p
+(Eq. 2) at 1e-6, and for the additive and symmetric mixers 2s-AGCN's data-dependent
+C_p added to U_p (`data_attention`). The symmetric mixer has no released code; it is
+built as the additive one with M_p = L_p L_pᵀ, C_p included, so that the two differ
+only in how M_p is parameterised.
 """
 
 from typing import Any, Callable
@@ -23,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from stbln_jax import ops
 
 Array = jax.Array
 Dtype = Any
@@ -52,6 +61,27 @@ def symmetric_u(a_hat: Array, l: Array) -> Array:
   return a_hat + symmetric_attention(l)
 
 
+def data_attention(theta: Array, phi: Array) -> Array:
+  """2s-AGCN's C_p: C_p[w, v] = softmax_v(⟨θ_p(H)_v, φ_p(H)_w⟩ / (E·T)).
+
+  Args:
+    theta, phi: embeddings of the frames-major input, (T, N, V, P, E).
+  Returns:
+    (N, P, V, V): per sample and partition, rows (output nodes) summing to 1.
+  """
+  t, _, _, _, e = theta.shape
+  logits = jnp.einsum('tnvpe,tnwpe->npwv', theta, phi) / (e * t)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def spatial_mix_per_sample(h: Array, u: Array, w: Array) -> Array:
+  """Σ_p U_p H W_p with a U_p per sample: h (T, N, V_in, C_in), u (N, P, V_out, V_in)."""
+  t, n, _, c_in = h.shape
+  p, v_out = u.shape[1], u.shape[2]
+  z = jnp.einsum('npwv,tnvc->tnwpc', u, h).reshape(t, n, v_out, p * c_in)
+  return ops.rows_matmul(z, w.reshape(p * c_in, -1))
+
+
 def spatial_mix(h: Array, u: Array, w: Array) -> Array:
   """Σ_p U_p H W_p, the spatial step shared by Eqs. (1)-(4) (before BN and ReLU).
 
@@ -77,34 +107,7 @@ def spatial_mix(h: Array, u: Array, w: Array) -> Array:
   z = jnp.dot(u.reshape(p * v_out, v_in), h_nodes_first).reshape(p, v_out, *lead, c_in)
   n = len(lead)
   z = jnp.transpose(z, (*range(2, 2 + n), 1, 0, 2 + n)).reshape(*lead, v_out, p * c_in)
-  return rows_matmul(z, w.reshape(p * c_in, c_out))
-
-
-@jax.custom_vjp
-def rows_matmul(x: Array, w: Array) -> Array:
-  """x · w over x's last axis, (..., K) · (K, D) → (..., D), with a layout-friendly kernel gradient.
-
-  The gradients are the usual ones; dL/dw is computed as (dyᵀ · x)ᵀ, which XLA's CPU
-  backend runs on x and dy as they lie in memory, where its own form (xᵀ · dy)
-  makes it write a transposed copy of dy (BENCHMARKS.md).
-  """
-  return jnp.dot(x, w)
-
-
-def _rows_matmul_fwd(x, w):
-  return jnp.dot(x, w), (x, w)
-
-
-def _rows_matmul_bwd(residuals, dy):
-  x, w = residuals
-  k, d = w.shape
-  x2, dy2 = x.reshape(-1, k), dy.reshape(-1, d)
-  dx = jnp.dot(dy, w.T)
-  dw = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
-  return dx, dw.astype(w.dtype)
-
-
-rows_matmul.defvjp(_rows_matmul_fwd, _rows_matmul_bwd)
+  return ops.rows_matmul(z, w.reshape(p * c_in, c_out))
 
 
 # ---- Initialisers -----------------------------------------------------------------
@@ -113,6 +116,11 @@ def channel_init(num_partitions: int) -> Callable:
   """He-normal over the output fan, split over the P summed partitions (2s-AGCN's W init)."""
   return nn.initializers.variance_scaling(2.0 / num_partitions, 'fan_out', 'normal',
                                           in_axis=-2, out_axis=-1, batch_axis=(0,))
+
+
+def released_channel_init(key, shape, dtype=jnp.float32) -> Array:
+  """2s-AGCN's W_p: N(0, 2 / (C_out·C_in·P)) for W of shape (P, C_in, C_out)."""
+  return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / np.prod(shape))
 
 
 def _node_init(num_partitions: int) -> Callable:
@@ -124,21 +132,39 @@ def _node_init(num_partitions: int) -> Callable:
 # ---- Modules ----------------------------------------------------------------------
 
 class _Mixer(nn.Module):
-  """Shared parts: the channel maps W and the contraction.
+  """Shared parts: the channel maps W (and biases), C_p where released, the contraction.
 
-  Each subclass defines `node_map(num_nodes) -> U` of shape (P, V_out, V_in).
+  Each subclass defines `node_map(num_nodes) -> U` of shape (P, V_out, V_in). Input and
+  output are frames-major, (T, N, V, C).
   """
   features: int
   num_partitions: int = 3
   dtype: Dtype = jnp.float32
+  released: bool = False
+
+  data_dependent = False  # whether the released form adds 2s-AGCN's C_p
 
   @nn.compact
   def __call__(self, h: Array) -> Array:
-    c_in = h.shape[-1]
-    w = self.param('W', channel_init(self.num_partitions),
-                   (self.num_partitions, c_in, self.features), jnp.float32)
-    u = self.node_map(h.shape[-2])
-    return spatial_mix(h.astype(self.dtype), u.astype(self.dtype), w.astype(self.dtype))
+    p, c_in = self.num_partitions, h.shape[-1]
+    w_init = released_channel_init if self.released else channel_init(p)
+    w = self.param('W', w_init, (p, c_in, self.features), jnp.float32).astype(self.dtype)
+    u = self.node_map(h.shape[-2]).astype(self.dtype)
+    h = h.astype(self.dtype)
+    if self.released and self.data_dependent:
+      embed = self.features // 4  # 2s-AGCN's inter_channels
+      theta, phi = (nn.Dense(p * embed, dtype=self.dtype, name=name,
+                             kernel_init=nn.initializers.normal(np.sqrt(2.0 / embed)))(h)
+                    for name in ('theta', 'phi'))
+      shape = (*h.shape[:-1], p, embed)
+      c = data_attention(theta.reshape(shape), phi.reshape(shape))
+      y = spatial_mix_per_sample(h, u + c.astype(self.dtype), w)
+    else:
+      y = spatial_mix(h, u, w)
+    if self.released:
+      bias = self.param('bias', nn.initializers.zeros, (p, self.features), jnp.float32)
+      y = y + jnp.sum(bias, axis=0).astype(self.dtype)
+    return y
 
 
 class MultiplicativeMixer(_Mixer):
@@ -152,12 +178,15 @@ class MultiplicativeMixer(_Mixer):
 
 
 class AdditiveMixer(_Mixer):
-  """Eq. (2): Σ_p (Â_p + M_p) H W_p, M_p initialised to zeros."""
+  """Eq. (2): Σ_p (Â_p + M_p) H W_p, M_p initialised to zeros (released: 1e-6, + C_p)."""
   adjacency: Any = None
+
+  data_dependent = True
 
   def node_map(self, num_nodes: int) -> Array:
     a_hat = jnp.asarray(self.adjacency)
-    m = self.param('M', nn.initializers.zeros, a_hat.shape, jnp.float32)
+    m_init = nn.initializers.constant(1e-6) if self.released else nn.initializers.zeros
+    m = self.param('M', m_init, a_hat.shape, jnp.float32)
     return additive_u(a_hat, m)
 
 
@@ -171,6 +200,8 @@ class SymmetricMixer(_Mixer):
   adjacency: Any = None
   rank: int | None = None
   l_init_std: float = 0.02
+
+  data_dependent = True
 
   def node_map(self, num_nodes: int) -> Array:
     a_hat = jnp.asarray(self.adjacency)
@@ -190,26 +221,27 @@ class BilinearMixer(_Mixer):
 
   def node_map(self, num_nodes: int) -> Array:
     v_out = num_nodes if self.num_nodes_out is None else self.num_nodes_out
-    return self.param('U', _node_init(self.num_partitions),
-                      (self.num_partitions, v_out, num_nodes), jnp.float32)
+    init = nn.initializers.uniform(1.0) if self.released else _node_init(self.num_partitions)
+    return self.param('U', init, (self.num_partitions, v_out, num_nodes), jnp.float32)
 
 
 def make_mixer(name: str, features: int, *, adjacency: np.ndarray | None = None,
                num_nodes_out: int | None = None, rank: int | None = None,
-               dtype: Dtype = jnp.float32, module_name: str | None = 'mixer') -> nn.Module:
+               dtype: Dtype = jnp.float32, released: bool = False,
+               module_name: str | None = 'mixer') -> nn.Module:
   """Builds the mixer called `name` (one of MIXERS) as a submodule named `module_name`."""
   if name == 'bilinear':
-    return BilinearMixer(features, num_nodes_out=num_nodes_out, dtype=dtype, name=module_name)
+    return BilinearMixer(features, dtype=dtype, released=released,
+                         num_nodes_out=num_nodes_out, name=module_name)
   if num_nodes_out is not None:
     raise ValueError(f"only the 'bilinear' mixer can change the number of nodes, not {name!r}")
-  p = adjacency.shape[0]
-  if name == 'multiplicative':
-    return MultiplicativeMixer(features, p, dtype, adjacency=adjacency, name=module_name)
-  if name == 'additive':
-    return AdditiveMixer(features, p, dtype, adjacency=adjacency, name=module_name)
+  if name not in MIXERS:
+    raise ValueError(f'unknown mixer {name!r}; choose one of {MIXERS}')
+  common = dict(num_partitions=adjacency.shape[0], dtype=dtype, released=released,
+                adjacency=adjacency, name=module_name)
   if name == 'symmetric':
-    return SymmetricMixer(features, p, dtype, adjacency=adjacency, rank=rank, name=module_name)
-  raise ValueError(f'unknown mixer {name!r}; choose one of {MIXERS}')
+    return SymmetricMixer(features, rank=rank, **common)
+  return {'multiplicative': MultiplicativeMixer, 'additive': AdditiveMixer}[name](features, **common)
 
 
 # ---- Folding (Section IV: symmetric attention costs nothing extra at inference) -----

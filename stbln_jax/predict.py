@@ -24,6 +24,7 @@ from stbln_jax import metrics
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import ntu_rgbd
 from stbln_jax.data import preprocess
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
@@ -33,6 +34,11 @@ _TOP_K = flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
                               lower_bound=1)
 
 
+def preprocessing_of(dataset: str) -> str:
+  """The preprocessing the builder applied to `dataset` ('ntu_rgbd/<config>[:version]')."""
+  return ntu_rgbd.get_config(dataset.split('/')[-1].split(':')[0]).preprocessing
+
+
 def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
   """Model inputs of the readable files and an error message for each other one.
 
@@ -40,9 +46,11 @@ def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], li
     (inputs (N, T, M, V, C) float32, the N readable paths, error messages).
   """
   samples, good, errors = [], [], []
+  preprocessing = preprocessing_of(config.dataset)
   for path in paths:
     try:
-      x = preprocess.pad_or_crop(preprocess.preprocess_skeleton(path), config.num_frames)
+      x = preprocess.pad_or_crop(preprocess.preprocess_skeleton(path, preprocessing),
+                                 config.num_frames)
     except (OSError, ValueError) as e:
       # Unreadable, malformed (SkeletonFormatError) or without a body: say which file
       # and why, and go on with the rest.

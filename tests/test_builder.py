@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from stbln_jax import input_pipeline
 from stbln_jax.data import build
+from stbln_jax.data import ntu
 from stbln_jax.data import ntu_rgbd
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
@@ -63,10 +64,10 @@ def raw(tmp_path_factory, ntu_samples_dir):
       root / 'nested' / 'synthetic', num_classes=2, subjects=(1, 3),
       replications=(1,), frames=(12, 20), seed=3)
   good = {name: real / f'{name}.skeleton' for name in REAL_GOOD}
-  good.update((skeleton_lib.parse_sample_name(p).name, pathlib.Path(p))
+  good.update((ntu.parse_sample_name(p).name, pathlib.Path(p))
               for p in synthetic_paths)
   assert len(good) == len(REAL_GOOD) + len(synthetic_paths) == 17
-  assert not set(good) & ntu_rgbd.missing_samples(60)
+  assert not set(good) & ntu.missing_samples(60)
   bad = _write_bad_files(root / 'bad', ntu_samples_dir)
   return {'root': root, 'good': good, 'bad': bad}
 
@@ -87,9 +88,9 @@ def _records(data_dir, dataset, split):
 
 
 def test_missing_lists_ship_with_the_package(ntu_samples_dir):
-  assert len(ntu_rgbd.missing_samples(60)) == 302
-  assert len(ntu_rgbd.missing_samples(120)) == 535
-  assert REAL_EMPTY in ntu_rgbd.missing_samples(60)
+  assert len(ntu.missing_samples(60)) == 302
+  assert len(ntu.missing_samples(120)) == 535
+  assert REAL_EMPTY in ntu.missing_samples(60)
   for name in ('NTU_RGBD_samples_with_missing_skeletons.txt',
                'NTU_RGBD120_samples_with_missing_skeletons.txt'):
     shipped = REPO_ROOT / 'stbln_jax' / 'data' / 'resources' / name
@@ -97,11 +98,11 @@ def test_missing_lists_ship_with_the_package(ntu_samples_dir):
 
 
 def test_action_names():
-  assert len(ntu_rgbd.ACTION_NAMES) == 120
-  assert len(set(ntu_rgbd.ACTION_NAMES)) == 120
-  assert ntu_rgbd.ACTION_NAMES[0] == 'drink water'
-  assert ntu_rgbd.ACTION_NAMES[59] == 'walking apart from each other'
-  assert ntu_rgbd.ACTION_NAMES[119].startswith('finger-guessing game')
+  assert len(ntu.ACTION_NAMES) == 120
+  assert len(set(ntu.ACTION_NAMES)) == 120
+  assert ntu.ACTION_NAMES[0] == 'drink water'
+  assert ntu.ACTION_NAMES[59] == 'walking apart from each other'
+  assert ntu.ACTION_NAMES[119].startswith('finger-guessing game')
 
 
 @pytest.mark.parametrize('config, train, test', [
@@ -117,7 +118,7 @@ def test_action_names():
 def test_split_rules(config, train, test):
   config = ntu_rgbd.get_config(config)
   split = lambda name: ntu_rgbd.split_of(
-      skeleton_lib.parse_sample_name(name), config)
+      ntu.parse_sample_name(name), config)
   assert split(train) == 'train'
   assert split(test) == 'test'
 
@@ -170,7 +171,7 @@ def test_records_round_trip(raw, built):
     assert len(records) == summary.examples[split]
     for record in records:
       name = record['name'].decode()
-      sample = skeleton_lib.parse_sample_name(name)
+      sample = ntu.parse_sample_name(name)
       expected = preprocess.preprocess_skeleton(raw['good'][name])
       np.testing.assert_array_equal(record['skeleton'], expected)
       assert record['num_frames'] == len(expected)
@@ -200,7 +201,7 @@ def test_dataset_info(built):
   builder = tfds.builder('ntu_rgbd/xview', data_dir=data_dir)
   assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
   assert builder.info.features['label'].names == list(
-      ntu_rgbd.ACTION_NAMES[:60])
+      ntu.ACTION_NAMES[:60])
   assert builder.info.features['skeleton'].shape == (None, 2, 25, 3)
 
 
@@ -212,15 +213,37 @@ def test_existing_dataset_is_reused(raw, built):
   assert again.examples == summary.examples
 
 
-def test_cross_subject_build_in_one_process(raw, tmp_path):
-  summary = build.build_dataset('ntu_rgbd/xsub', manual_dir=raw['root'],
-                                data_dir=tmp_path, num_workers=1, quiet=True)
+def test_configs_and_version():
+  names = [c.name for c in ntu_rgbd.BUILDER_CONFIGS]
+  assert names == ['xview', 'xsub', 'xsub120', 'xset120', 'xview_tracked',
+                   'xsub_tracked', 'xsub120_tracked', 'xset120_tracked']
+  for name in ('xview', 'xsub', 'xsub120', 'xset120'):
+    config, tracked = (ntu_rgbd.get_config(name),
+                       ntu_rgbd.get_config(f'{name}_tracked'))
+    assert config.preprocessing == '2s-agcn'
+    assert tracked.preprocessing == 'tracked'
+    assert (config.num_classes, config.split_rule) == (
+        tracked.num_classes, tracked.split_rule)
+  assert str(ntu_rgbd.NtuRgbd.VERSION) == '2.0.0'
+  assert '2.0.0' in ntu_rgbd.NtuRgbd.RELEASE_NOTES
+  with pytest.raises(ValueError, match='unknown ntu_rgbd config'):
+    ntu_rgbd.get_config('xview_ids')
+
+
+def test_tracked_cross_subject_build_in_one_process(raw, tmp_path):
+  summary = build.build_dataset('ntu_rgbd/xsub_tracked',
+                                manual_dir=raw['root'], data_dir=tmp_path,
+                                num_workers=1, quiet=True)
   assert sum(summary.examples.values()) == len(raw['good'])
   for split in ('train', 'test'):
-    for record in _records(tmp_path, 'ntu_rgbd/xsub', split):
-      subject = skeleton_lib.parse_sample_name(record['name'].decode()).subject
-      assert split == ('train' if subject in ntu_rgbd.XSUB_TRAIN_SUBJECTS
+    for record in _records(tmp_path, 'ntu_rgbd/xsub_tracked', split):
+      name = record['name'].decode()
+      subject = ntu.parse_sample_name(name).subject
+      assert split == ('train' if subject in ntu.XSUB_TRAIN_SUBJECTS
                        else 'test')
+      np.testing.assert_array_equal(
+          record['skeleton'],
+          preprocess.preprocess_skeleton(raw['good'][name], 'tracked'))
 
 
 def test_manual_dir_without_skeletons_is_a_clear_error(tmp_path):
@@ -244,7 +267,7 @@ def test_command_line_prints_summary(raw, tmp_path):
   assert result.returncode == 0, result.stderr
   out = result.stdout
   assert 'ntu_rgbd/xview' in out
-  train = sum(skeleton_lib.parse_sample_name(n).camera in (2, 3)
+  train = sum(ntu.parse_sample_name(n).camera in (2, 3)
               for n in raw['good'])
   assert f'test {len(raw["good"]) - train}, train {train}' in out
   assert '1 excluded' in out

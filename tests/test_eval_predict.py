@@ -299,3 +299,9 @@ def test_ensemble_command_reports_a_missing_workdir_as_one_line(tmp_path):
   assert result.stderr.strip() == (
       f'error: {tmp_path}/scores_test.npz not found; evaluate first: python -m '
       f'stbln_jax.main --mode=eval --workdir={tmp_path}')
+
+
+def test_predict_uses_the_preprocessing_its_dataset_was_built_with():
+  assert predict.preprocessing_of('ntu_rgbd/xview') == '2s-agcn'
+  assert predict.preprocessing_of('ntu_rgbd/xsub120_tracked') == 'tracked'
+  assert predict.preprocessing_of('ntu_rgbd/xset120:2.0.0') == '2s-agcn'

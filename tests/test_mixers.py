@@ -1,4 +1,4 @@
-"""The four spatial mixers (Eqs. 1-4), the graph, and folding symmetric into additive."""
+"""The four spatial mixers (Eqs. 1-4), their released forms, and folding symmetric into additive."""
 
 import jax
 import jax.numpy as jnp
@@ -13,39 +13,6 @@ A_HAT = graph.ntu_adjacency()
 
 def _features(shape=(2, 5, 25, 6), seed=0):
   return jax.random.normal(jax.random.key(seed), shape)
-
-
-def test_graph_partitions_cover_every_bone_once():
-  a = graph.partition_matrices()
-  assert a.shape == (3, 25, 25)
-  np.testing.assert_array_equal(a[0], np.eye(25))
-  assert a[1].sum() == a[2].sum() == 24
-  # Inward and outward are each other's transpose and the skeleton is a tree.
-  np.testing.assert_array_equal(a[1], a[2].T)
-  undirected = a[1] + a[2]
-  assert np.all(undirected == undirected.T)
-  # The centre (spine shoulder) gathers from 4 children and has no parent.
-  assert a[1][graph.CENTER_JOINT].sum() == 4 and a[2][graph.CENTER_JOINT].sum() == 0
-
-
-def test_symmetric_normalisation_matches_the_paper_formula():
-  a = graph.partition_matrices()
-  a_hat = graph.normalize(a, 'symmetric')
-  for p in range(3):
-    d = a[p].sum(1) + 1e-3
-    expected = np.diag(d ** -0.5) @ a[p] @ np.diag(d ** -0.5)
-    np.testing.assert_allclose(a_hat[p], expected, rtol=1e-6)
-  np.testing.assert_allclose(a_hat[0], np.eye(25) / 1.001, rtol=1e-6)
-
-
-def test_column_normalisation_divides_columns_by_their_sums():
-  a_hat = graph.normalize(graph.partition_matrices(), 'column')
-  col = a_hat[1].sum(0)
-  nonzero = graph.partition_matrices()[1].sum(0) > 0
-  np.testing.assert_allclose(col[nonzero], 1.0, rtol=1e-6)
-  assert np.all(col[~nonzero] == 0)
-  with pytest.raises(ValueError, match='unknown adjacency normalization'):
-    graph.normalize(graph.partition_matrices(), 'rows')
 
 
 def test_symmetric_attention_is_exactly_symmetric_and_learns_from_init():
@@ -131,3 +98,49 @@ def test_fold_replaces_l_by_l_lt_and_keeps_the_rest():
   np.testing.assert_array_equal(folded['layer_1']['mixer']['M'], 2.0)
   np.testing.assert_array_equal(folded['layer_1']['bn_spatial']['scale'], 1.0)
   np.testing.assert_array_equal(folded['layer_1']['mixer']['W'], params['layer_1']['mixer']['W'])
+
+
+def test_released_mixers_start_as_the_authors_code_does():
+  h = _features((2, 5, 25, 64))
+  bilinear = mixers.BilinearMixer(64, released=True).init(jax.random.key(0), h)['params']
+  u = bilinear['U']
+  assert 0.0 <= float(u.min()) and float(u.max()) < 1.0 and float(u.mean()) > 0.4  # U[0, 1)
+  # 2s-AGCN's W_p: N(0, 2 / (C_out·C_in·P)); a zero bias per partition.
+  assert float(jnp.std(bilinear['W'])) == pytest.approx(np.sqrt(2.0 / (64 * 64 * 3)), rel=0.05)
+  np.testing.assert_array_equal(bilinear['bias'], np.zeros((3, 64)))
+  additive = mixers.AdditiveMixer(64, adjacency=A_HAT, released=True).init(
+      jax.random.key(0), h)['params']
+  np.testing.assert_allclose(additive['M'], 1e-6)
+  assert additive['theta']['kernel'].shape == additive['phi']['kernel'].shape == (64, 3 * 16)
+  multiplicative = mixers.MultiplicativeMixer(64, adjacency=A_HAT, released=True).init(
+      jax.random.key(0), h)['params']
+  assert sorted(multiplicative) == ['M', 'W', 'bias']  # no data-dependent attention
+
+
+def test_data_attention_is_a_softmax_over_the_input_joints():
+  theta = _features((4, 2, 25, 3, 5), seed=8)
+  phi = _features((4, 2, 25, 3, 5), seed=9)
+  c = np.asarray(mixers.data_attention(theta, phi))
+  assert c.shape == (2, 3, 25, 25)
+  np.testing.assert_allclose(c.sum(-1), 1.0, rtol=1e-5)
+  n, p, w = 1, 2, 7
+  logits = np.einsum('tve,te->v', theta[:, n, :, p], phi[:, n, w, p]) / (5 * 4)
+  np.testing.assert_allclose(c[n, p, w], np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
+
+
+def test_released_additive_mixer_is_eq_2_plus_data_attention_and_biases():
+  h = _features((4, 2, 25, 6))
+  mixer = mixers.AdditiveMixer(8, adjacency=A_HAT, released=True)
+  params = mixer.init(jax.random.key(0), h)['params']
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(1), a.shape), params)
+  y = mixer.apply({'params': params}, h)
+
+  def embed(name):
+    e = params[name]
+    return (h @ e['kernel'] + e['bias']).reshape(4, 2, 25, 3, 2)
+
+  c = mixers.data_attention(embed('theta'), embed('phi'))  # (N, P, V, V)
+  u = jnp.asarray(A_HAT) + params['M'] + c
+  expected = sum(jnp.einsum('nwv,tnvc->tnwc', u[:, k], h) @ params['W'][k] + params['bias'][k]
+                 for k in range(3))
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)

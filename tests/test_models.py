@@ -1,14 +1,10 @@
-"""The network: shapes for every mixer × λ × depth, folding, structure, config errors, cost."""
+"""The network: both architectures, shapes for every mixer × λ × depth, folding, structure, cost."""
 
-import contextlib
-import io
 import itertools
 import pathlib
 import re
 
-import flax.linen as nn
 import jax
-from jax import ad_checkpoint
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -41,12 +37,13 @@ def _randomize(tree, key, scale):
       [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
+@pytest.mark.parametrize('arch', models.ARCHS)
 @pytest.mark.parametrize('mixer', mixers.MIXERS)
-def test_every_mixer_lambda_and_depth_builds_with_the_right_logits(mixer):
+def test_every_mixer_lambda_and_depth_builds_with_the_right_logits(mixer, arch):
   x = jnp.zeros((3, 12, 2, 25, 3))
   lambdas = (None, 1, 6, 10) if mixer == 'bilinear' else (None,)
   for lam, depth in itertools.product(lambdas, (1, 4, 10)):
-    cfg = model_config(mixer=mixer, aggregate_at=lam, num_layers=depth)
+    cfg = model_config(mixer=mixer, aggregate_at=lam, num_layers=depth, arch=arch)
     model = models.create_model(cfg)
     logits = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x))
     assert logits.shape == (3, 60), (mixer, lam, depth)
@@ -75,8 +72,9 @@ def test_forward_pass_runs_and_is_finite(mixer, lam):
   assert not np.allclose(before, after)
 
 
-def test_folding_symmetric_into_additive_gives_the_same_logits():
-  cfg = tiny_config(mixer='symmetric')
+@pytest.mark.parametrize('arch', models.ARCHS)
+def test_folding_symmetric_into_additive_gives_the_same_logits(arch):
+  cfg = tiny_config(mixer='symmetric', arch=arch)
   model = models.create_model(cfg)
   x = jax.random.normal(jax.random.key(2), (3, 10, 2, 25, 3))
   variables = model.init(jax.random.key(0), x)
@@ -87,7 +85,7 @@ def test_folding_symmetric_into_additive_gives_the_same_logits():
   logits = model.apply({'params': params, 'batch_stats': stats}, x)
 
   folded = mixers.fold_symmetric_params(params)
-  additive_cfg = tiny_config(mixer='additive')
+  additive_cfg = tiny_config(mixer='additive', arch=arch)
   additive = models.create_model(additive_cfg)
   folded_logits = additive.apply({'params': folded, 'batch_stats': stats}, x)
   assert float(jnp.abs(logits).max()) > 1e-2
@@ -97,8 +95,8 @@ def test_folding_symmetric_into_additive_gives_the_same_logits():
       additive.init(jax.random.key(0), x)['params'])
 
 
-def test_aggregation_structure_follows_figures_2_and_3():
-  cfg = model_config(aggregate_at=3, num_layers=5)
+def test_lean_aggregation_structure_follows_figures_2_and_3():
+  cfg = model_config(aggregate_at=3, num_layers=5, arch='lean')
   model = models.create_model(cfg)
   x = jnp.zeros((1, 8, 2, 25, 3))
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), x))['params']
@@ -118,6 +116,48 @@ def test_aggregation_structure_follows_figures_2_and_3():
   assert 'residual_v' not in params['layer_2'] and 'residual_t' not in params['layer_2']
 
 
+@pytest.mark.parametrize('mixer,params', [('bilinear', 5_236_198), ('additive', 3_469_510),
+                                          ('multiplicative', 3_141_478),
+                                          ('symmetric', 3_469_510)])
+def test_released_networks_have_the_released_parameter_counts(mixer, params):
+  model = models.create_model(model_config(mixer=mixer, arch='released'))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 2, 25, 3))))
+  assert flops.count_params(variables['params']) == params
+
+
+def test_released_structure_follows_the_authors_code():
+  x = jnp.zeros((1, 8, 2, 25, 3))
+
+  def params(**overrides):
+    model = models.create_model(model_config(arch='released', **overrides))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x))['params']
+
+  bilinear = params(mixer='bilinear')
+  # ST-BLN: a 1×1 conv + BN on the input in every layer, a 9×1 conv + BN in layers 2-10.
+  for i in range(1, 11):
+    layer = bilinear[f'layer_{i}']
+    assert 'kernel' in layer['residual_v']['map'] and 'bias' in layer['residual_v']['map']
+    assert 'bias' in layer['mixer'] and 'bias' in layer['temporal']['conv']
+    assert ('residual_t' in layer) == (i > 1)
+  assert bilinear['layer_5']['residual_t']['map']['conv']['kernel'].shape == (9, 1, 64, 128)
+  # 2s-AGCN and ST-GCN: identity residuals where shapes match (layers 2-4, 6-7, 9-10).
+  for mixer in ('additive', 'multiplicative'):
+    p = params(mixer=mixer)
+    assert sorted(i for i in range(1, 11) if 'residual_v' in p[f'layer_{i}']) == [1, 5, 8]
+    assert sorted(i for i in range(1, 11) if 'residual_t' in p[f'layer_{i}']) == [5, 8]
+    assert p['layer_5']['residual_t']['map']['kernel'].shape == (64, 128)
+    assert ('theta' in p['layer_2']['mixer']) == (mixer == 'additive')
+  assert params(mixer='additive')['layer_8']['mixer']['theta']['kernel'].shape == (128, 3 * 64)
+  # Aggregation: layer λ maps (V_in, C_in) → (1, C_out) on both residuals, the layers
+  # after it are the same block on one node.
+  agg = params(mixer='bilinear', aggregate_at=3, num_layers=5)
+  assert agg['layer_3']['mixer']['U'].shape == (3, 1, 25)
+  assert agg['layer_3']['residual_v']['map']['dense']['kernel'].shape == (25 * 64, 64)
+  assert agg['layer_3']['residual_t']['map']['conv']['kernel'].shape == (9, 1, 25 * 64, 64)
+  assert agg['layer_4']['mixer']['U'].shape == (3, 1, 1)
+  assert agg['layer_5']['residual_t']['map']['conv']['kernel'].shape == (9, 1, 64, 128)
+
+
 def test_spatial_bn_starts_near_zero_so_blocks_start_at_their_residual():
   model = models.create_model(model_config(num_layers=2))
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 2, 25, 3))))
@@ -125,74 +165,6 @@ def test_spatial_bn_starts_near_zero_so_blocks_start_at_their_residual():
   np.testing.assert_allclose(real['params']['layer_2']['bn_spatial']['scale'], 1e-6)
   np.testing.assert_allclose(real['params']['layer_2']['bn_temporal']['scale'], 1.0)
   assert params['params']['head']['kernel'].shape == (64, 60)
-
-
-def _bn_loss(module, variables, weights):
-  """A loss of a BN's output and of its updated batch statistics, so both carry gradients."""
-
-  def loss(params, x):
-    y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']},
-                              x, mutable=['batch_stats'])
-    stats = updates['batch_stats']
-    return (jnp.sum(y.astype(jnp.float32) * weights)
-            + jnp.sum(3.0 * stats['mean'] + stats['var'] ** 2)), stats
-
-  return loss
-
-
-def test_batch_norm_computes_what_flax_batch_norm_computes():
-  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 7, 5, 6)) + 1.0
-  weights = jax.random.normal(jax.random.key(1), x.shape)
-  ours = models.BatchNorm(use_running_average=False, scale_init_value=0.7)
-  flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5,
-                         scale_init=nn.initializers.constant(0.7))
-  variables = ours.init(jax.random.key(2), x)
-  # The same variables, so checkpoints of either load into the other.
-  assert (jax.tree.map(jnp.shape, variables)
-          == jax.tree.map(jnp.shape, flax_bn.init(jax.random.key(2), x)))
-  np.testing.assert_allclose(variables['params']['scale'], 0.7)
-  params = {'scale': jnp.linspace(0.5, 1.5, 6), 'bias': jnp.linspace(-1.0, 1.0, 6)}
-  grad = jax.value_and_grad(_bn_loss(ours, variables, weights), (0, 1), has_aux=True)
-  flax_grad = jax.value_and_grad(_bn_loss(flax_bn, variables, weights), (0, 1), has_aux=True)
-  (loss, stats), grads = grad(params, x)
-  (flax_loss, flax_stats), flax_grads = flax_grad(params, x)
-  np.testing.assert_allclose(loss, flax_loss, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves((stats, grads)), jax.tree.leaves((flax_stats, flax_grads))):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-  # Evaluation mode normalises with the running statistics.
-  trained = {'params': params, 'batch_stats': stats}
-  np.testing.assert_allclose(
-      models.BatchNorm(use_running_average=True).apply(trained, x),
-      nn.BatchNorm(use_running_average=True, epsilon=1e-5).apply(trained, x), rtol=1e-6,
-      atol=1e-6)
-
-
-def _saved_residual_bytes(fn, *args) -> list[tuple[str, int]]:
-  """(dtype, bytes) of every array `fn`'s gradient keeps from its forward pass."""
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    ad_checkpoint.print_saved_residuals(fn, *args)
-  sizes = []
-  for dtype, dims in re.findall(r'^(\w+)\[([\d,]*)\]', out.getvalue(), re.M):
-    sizes.append((dtype, int(np.prod([int(d) for d in dims.split(',') if d]))
-                  * {'f32': 4, 'bf16': 2}.get(dtype, 1)))
-  return sizes
-
-
-def test_batch_norm_gradient_keeps_only_its_input_in_the_compute_dtype():
-  x = jax.random.normal(jax.random.key(0), (4, 7, 5, 16), jnp.bfloat16)
-  weights = jnp.float32(1.0)  # a scalar: the loss itself keeps nothing of x's size
-  sizes = {}
-  for name, module in [
-      ('ours', models.BatchNorm(use_running_average=False, dtype=jnp.bfloat16)),
-      ('flax', nn.BatchNorm(use_running_average=False, dtype=jnp.bfloat16))]:
-    variables = module.init(jax.random.key(1), x)
-    loss = _bn_loss(module, variables, weights)
-    sizes[name] = _saved_residual_bytes(lambda p, x: loss(p, x)[0], variables['params'], x)
-  big = [(dtype, b) for dtype, b in sizes['ours'] if b >= x.size]
-  assert big == [('bf16', 2 * x.size)]  # the input, nothing else of its size
-  # flax keeps two float32 arrays of x's size: about four times the bytes.
-  assert sum(b for _, b in sizes['flax']) >= 3.5 * sum(b for _, b in sizes['ours'])
 
 
 def test_a_truncated_network_does_not_reach_lambda():
@@ -211,6 +183,9 @@ def test_a_truncated_network_does_not_reach_lambda():
     (dict(strides=(1, 2)), 'one stride per layer'),
     (dict(mixer='symmetric', symmetric_rank=30), r'symmetric_rank=30 must be in 1\.\.25'),
     (dict(dtype='float16'), "must be 'float32' or 'bfloat16'"),
+    (dict(arch='paper'), 'is not an architecture'),
+    (dict(adjacency_normalization='column'), 'adjacency_normalization'),
+    (dict(temporal_conv='fft'), 'temporal_conv'),
 ])
 def test_config_errors_say_what_to_change(overrides, message):
   with pytest.raises(models.ConfigError, match=message):
@@ -223,30 +198,71 @@ def test_lambda_one_past_the_last_layer_means_no_aggregation():
   assert a['params'] == b['params'] and a['flops'] == b['flops']
 
 
-def _readme_table_row(label: str) -> list[str]:
+def _readme_table_rows(label: str) -> list[list[str]]:
+  rows = []
   for line in README.read_text().splitlines():
     cells = [c.strip() for c in line.strip().strip('|').split('|')]
     if cells and cells[0] == label:
-      return cells
-  raise AssertionError(f'README.md has no table row starting with {label!r}')
+      rows.append(cells)
+  assert rows, f'README.md has no table row starting with {label!r}'
+  return rows
 
 
 def _number(cell: str) -> float:
   return float(re.sub(r'[^0-9.]', '', cell))
 
 
+@pytest.mark.parametrize('arch', models.ARCHS)
 @pytest.mark.parametrize('mixer', mixers.MIXERS)
-def test_parameter_count_and_flops_are_what_the_readme_states(mixer):
-  cost = flops.model_cost(model_config(mixer=mixer))
-  row = _readme_table_row(f'`{mixer}`')
+def test_parameter_count_and_cost_are_what_the_readme_states(mixer, arch):
+  cost = flops.model_cost(model_config(mixer=mixer, arch=arch))
+  (row,) = [r for r in _readme_table_rows(f'`{mixer}`') if r[1] == arch]
   assert cost['params'] == int(_number(row[2])), row
   assert cost['gflops'] == pytest.approx(_number(row[3]), abs=0.01), row
+  assert cost['gmacs'] == pytest.approx(_number(row[4]), abs=0.01), row
 
 
-def test_aggregation_flop_ratios_are_what_the_readme_states():
-  costs = {lam: flops.model_cost(model_config(aggregate_at=lam)) for lam in (6, 7, 10)}
+@pytest.mark.parametrize('arch, column', [('released', 1), ('lean', 5)])
+def test_aggregation_costs_are_what_the_readme_states(arch, column):
+  costs = {lam: flops.model_cost(model_config(aggregate_at=lam, arch=arch))
+           for lam in (6, 7, 10)}
   for lam in (6, 7):
-    ratio = costs[10]['flops'] / costs[lam]['flops']
-    row = _readme_table_row(f'λ = {lam}')
-    assert ratio == pytest.approx(_number(row[4]), abs=0.005), row
-    assert costs[lam]['params'] == int(_number(row[1])), row
+    (row,) = _readme_table_rows(f'λ = {lam}')
+    params, gflops, gmacs, ratio = row[column:column + 4]
+    assert costs[lam]['params'] == int(_number(params)), row
+    assert costs[lam]['gflops'] == pytest.approx(_number(gflops), abs=0.01), row
+    assert costs[lam]['gmacs'] == pytest.approx(_number(gmacs), abs=0.01), row
+    assert costs[10]['macs'] / costs[lam]['macs'] == pytest.approx(_number(ratio), abs=0.005), row
+
+
+def test_bfloat16_logits_agree_with_float32_and_parameters_stay_float32():
+  x = jax.random.normal(jax.random.key(1), (4, 16, 2, 25, 3))
+  logits = {}
+  for dtype in ('float32', 'bfloat16'):
+    cfg = model_config(num_layers=3, dtype=dtype, num_classes=10)
+    model = models.create_model(cfg)
+    variables = model.init(jax.random.key(0), x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
+    out, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+    assert out.dtype == jnp.float32
+    assert all(s.dtype == jnp.float32 for s in jax.tree.leaves(updates['batch_stats']))
+    logits[dtype] = model.apply({**variables, **updates}, x, train=False)
+    assert logits[dtype].dtype == jnp.float32
+  ref, low = np.asarray(logits['float32']), np.asarray(logits['bfloat16'])
+  rel = np.linalg.norm(low - ref) / np.linalg.norm(ref)
+  assert rel < 0.03, rel  # bf16 keeps 8 bits of mantissa: ~0.4% per rounding
+  assert not np.array_equal(low, ref)  # the bf16 path really computes in bf16
+
+
+@pytest.mark.parametrize('arch,mixer', [('lean', 'bilinear'), ('released', 'bilinear'),
+                                        ('released', 'additive')])
+def test_dft_network_matches_the_direct_convolution_network(arch, mixer):
+  """The whole network (strided layers included) gives the same logits either way."""
+  x = jax.random.normal(jax.random.key(0), (2, 20, 2, 25, 3))
+  cfg = model_config(num_layers=6, num_classes=10, arch=arch, mixer=mixer)
+  model = models.create_model(cfg)
+  variables = _randomize(model.init(jax.random.key(1), x), jax.random.key(2), 0.1)
+  direct = model.clone(temporal_conv='xla').apply(variables, x)
+  logits = model.clone(temporal_conv='dft').apply(variables, x)
+  assert float(jnp.abs(direct).max()) > 1e-2
+  np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4)

@@ -1,8 +1,11 @@
 """Tests for body selection, 2s-AGCN pre-normalisation, padding and streams."""
 
+import math
+
 import numpy as np
 import pytest
 
+from stbln_jax.data import ntu
 from stbln_jax.data import preprocess
 from stbln_jax.data import read_skeleton
 from stbln_jax.data import skeleton as skeleton_lib
@@ -34,22 +37,16 @@ def _orthogonal_person(rng, num_frames):
   return joints @ rotation.T + rng.normal(0, 2, 3)
 
 
-def _skeleton_from_tracks(tracks, num_frames):
-  """A `Skeleton` with one body per (body_id, present, xyz (T, 25, 3))."""
-  frames = []
-  for t in range(num_frames):
-    here = [(i, xyz[t]) for i, present, xyz in tracks if present[t]]
-    b = len(here)
-    frames.append(skeleton_lib.Frame(
-        body_ids=np.array([i for i, _ in here], np.int64),
-        body_info=np.zeros((b, 9), np.float32),
-        xyz=np.array([x for _, x in here], np.float32).reshape(b, V, 3),
-        depth_xy=np.zeros((b, V, 2), np.float32),
-        color_xy=np.zeros((b, V, 2), np.float32),
-        orientation=np.zeros((b, V, 4), np.float32),
-        tracking_state=np.full((b, V), 2, np.int8)))
-  return skeleton_lib.Skeleton(path='made-up', num_frames=num_frames,
-                               frames=tuple(frames))
+def _skeleton_from_tracks(tracks, num_frames, dtype=np.float32):
+  """A `Skeleton` with one body per (body_id, present, xyz (T, 25, 3)),
+  listed in each frame in the order given."""
+  rows = [(t, i, xyz[t]) for t in range(num_frames)
+          for i, present, xyz in tracks if present[t]]
+  return skeleton_lib.Skeleton(
+      path='made-up', num_frames=num_frames,
+      frame_index=np.array([t for t, _, _ in rows], np.int64),
+      body_ids=np.array([i for _, i, _ in rows], np.int64),
+      xyz=np.array([x for _, _, x in rows], dtype).reshape(-1, V, 3))
 
 
 # ---- Body selection ----------------------------------------------------------
@@ -92,8 +89,9 @@ def test_single_body_leaves_second_person_zero(ntu_samples_dir):
 def test_two_person_file_keeps_both(ntu_samples_dir):
   skeleton = read_skeleton(ntu_samples_dir / 'S001C003P008R002A058.skeleton')
   out = preprocess.select_bodies(skeleton)
-  ids = skeleton.body_ids
-  firsts = {i: skeleton.track(i)[1] for i in ids}
+  ids = tuple(dict.fromkeys(skeleton.body_ids.tolist()))
+  import test_skeleton  # pylint: disable=g-import-not-at-top
+  firsts = {i: test_skeleton.track(skeleton, i)[1] for i in ids}
   assert {0, 1} == {next(k for k, i in enumerate(ids)
                          if np.allclose(firsts[i], out[:, m]))
                     for m in range(2)}
@@ -259,47 +257,67 @@ def test_pre_normalize_masks_zero_joints_and_handles_empty_input():
   assert empty.shape == (0, 2, V, 3)
 
 
-def test_preprocess_skeleton_on_real_files(ntu_samples_dir):
+@pytest.mark.parametrize('preprocessing', preprocess.PREPROCESSINGS)
+def test_preprocess_skeleton_on_real_files(ntu_samples_dir, preprocessing):
   out = preprocess.preprocess_skeleton(
-      ntu_samples_dir / 'S001C003P008R002A058.skeleton')
+      ntu_samples_dir / 'S001C003P008R002A058.skeleton', preprocessing)
   assert out.shape == (70, 2, V, 3) and out.dtype == np.float32
   assert out[:, 1].any()
-  skeleton = read_skeleton(ntu_samples_dir / 'S001C001P001R001A011.skeleton')
-  np.testing.assert_array_equal(
-      preprocess.preprocess_skeleton(skeleton),
-      preprocess.preprocess_skeleton(skeleton.path))
+  # A path is read in float64 for '2s-agcn' (2s-AGCN's energies), float32
+  # for 'tracked'.
+  dtype = np.float64 if preprocessing == '2s-agcn' else np.float32
+  skeleton = read_skeleton(ntu_samples_dir / 'S001C001P001R001A011.skeleton',
+                           dtype)
+  assert preprocess.preprocess_skeleton(
+      skeleton, preprocessing).tobytes() == preprocess.preprocess_skeleton(
+          skeleton.path, preprocessing).tobytes()
 
 
-def test_no_skeleton_is_a_clear_error(ntu_samples_dir):
+def test_unknown_preprocessing_is_a_clear_error(ntu_samples_dir):
+  with pytest.raises(ValueError, match="unknown preprocessing 'ids'"):
+    preprocess.preprocess_skeleton(
+        ntu_samples_dir / 'S001C001P001R001A011.skeleton', 'ids')
+
+
+@pytest.mark.parametrize('preprocessing', preprocess.PREPROCESSINGS)
+def test_no_skeleton_is_a_clear_error(ntu_samples_dir, preprocessing):
   path = ntu_samples_dir / 'S001C002P006R001A008.skeleton'
   with pytest.raises(preprocess.NoSkeletonError, match='no body') as info:
-    preprocess.preprocess_skeleton(path)
+    preprocess.preprocess_skeleton(path, preprocessing)
   assert isinstance(info.value, skeleton_lib.SkeletonFormatError)
   assert info.value.path == str(path)
 
 
-def _full_path_preprocess(path):
-  """`preprocess_skeleton` made of the whole-file reader."""
-  return preprocess.pre_normalize(
-      preprocess.select_bodies(read_skeleton(path)))
+@pytest.mark.parametrize('preprocessing', preprocess.PREPROCESSINGS)
+def test_bodies_all_at_zero_are_no_skeleton(preprocessing):
+  skeleton = _skeleton_from_tracks(
+      [(3, np.ones(5, bool), np.zeros((5, V, 3)))], 5, np.float64)
+  with pytest.raises(preprocess.NoSkeletonError, match='exactly zero'):
+    preprocess.preprocess_skeleton(skeleton, preprocessing)
 
 
 def test_preprocess_skeleton_is_the_full_reader_bit_for_bit(ntu_samples_dir,
                                                            tmp_path):
   from stbln_jax.data import synthetic
   paths = sorted(p for p in ntu_samples_dir.glob('*.skeleton')
-                 if read_skeleton(p).body_ids)
+                 if len(read_skeleton(p).body_ids))
   paths += synthetic.write_synthetic_dataset(
       tmp_path, num_classes=12, subjects=(1, 2), cameras=(2,),
       replications=(2,), frames=(90, 110), seed=5)
   assert len(paths) == 5 + 24
   for path in paths:
-    out = preprocess.preprocess_skeleton(path)
-    want = _full_path_preprocess(path)
-    assert out.dtype == want.dtype and out.shape == want.shape, path
-    assert out.tobytes() == want.tobytes(), path
-    skeleton = read_skeleton(path)
-    assert preprocess.preprocess_skeleton(skeleton).tobytes() == out.tobytes()
+    for preprocessing, dtype in (('2s-agcn', np.float64),
+                                 ('tracked', np.float32)):
+      out = preprocess.preprocess_skeleton(path, preprocessing)
+      want = preprocess.preprocess_skeleton(read_skeleton(path, dtype),
+                                            preprocessing)
+      assert out.dtype == want.dtype and out.shape == want.shape, path
+      assert out.tobytes() == want.tobytes(), path
+  # 'tracked' is the clip-length normalisation of the ID-followed bodies.
+  np.testing.assert_array_equal(
+      preprocess.preprocess_skeleton(paths[0], 'tracked'),
+      preprocess.pre_normalize(preprocess.select_bodies(
+          read_skeleton(paths[0]))))
 
 
 def test_select_bodies_takes_coordinates_only(ntu_samples_dir):
@@ -307,7 +325,7 @@ def test_select_bodies_takes_coordinates_only(ntu_samples_dir):
     path = ntu_samples_dir / f'{name}.skeleton'
     skeleton = read_skeleton(path)
     np.testing.assert_array_equal(
-        preprocess.select_bodies(skeleton_lib.read_xyz(path)),
+        preprocess.select_bodies(read_skeleton(path, xyz_only=True)),
         preprocess.select_bodies(skeleton))
 
 
@@ -332,6 +350,217 @@ def test_preprocess_skeleton_rejects_the_corpus_with_file_and_line(
   assert str(error).startswith(f'{path}:{error.line}: ')
 
 
+# ---- 2s-AGCN's preprocessing ('2s-agcn') -----------------------------------
+
+def _2s_agcn_reference(path, max_frames=300):
+  """2s-AGCN's `ntu_gendata.read_xyz` and `preprocess.pre_normalization`
+  for one file, step by step: float64 slots read line by line, 2 of 4 kept
+  by energy, then a float32 (M, 300, V, 3) buffer padded, centred and turned
+  frame by frame and joint by joint. Returns (300, M, V, 3)."""
+  lines = iter(path.read_text().split('\n'))
+  num_frames = int(next(lines))
+  slots = np.zeros((4, num_frames, V, 3))
+  for t in range(num_frames):
+    for m in range(int(next(lines))):
+      next(lines)  # the body line
+      assert int(next(lines)) == V
+      for j in range(V):
+        values = next(lines).split()
+        if m < 4:
+          slots[m, t, j] = [float(v) for v in values[:3]]
+  energy = []
+  for slot in slots:
+    valid = slot[slot.sum(-1).sum(-1) != 0]
+    energy.append(0 if len(valid) == 0 else sum(valid[:, :, c].std()
+                                                for c in range(3)))
+  s = np.zeros((2, max_frames, V, 3), np.float32)
+  s[:, :num_frames] = slots[np.argsort(-np.array(energy), kind='stable')[:2]]
+  for i, person in enumerate(s):
+    if person.sum() == 0:
+      continue
+    if person[0].sum() == 0:
+      kept = person[person.sum(-1).sum(-1) != 0].copy()
+      person[:] = 0
+      person[:len(kept)] = kept
+    for f in range(max_frames):
+      if person[f].sum() == 0 and person[f:].sum() == 0:
+        rest = max_frames - f
+        s[i, f:] = np.concatenate([person[:f]] * math.ceil(rest / f))[:rest]
+        break
+  centre = s[0, :, SPINE_MID:SPINE_MID + 1].copy()
+  for i, person in enumerate(s):
+    if person.sum() != 0:
+      s[i] = (person - centre) * (person.sum(-1) != 0)[..., None]
+  for first, second, target in ((SPINE_BASE, SPINE_MID, [0, 0, 1]),
+                                (L_SHOULDER, R_SHOULDER, [1, 0, 0])):
+    v = s[0, 0, second] - s[0, 0, first]
+    axis, angle = np.cross(v, target), 0.0
+    if np.abs(v).sum() >= 1e-6:
+      angle = np.arccos(np.clip(np.dot(_unit(v), target), -1, 1))
+    rotation = np.eye(3)
+    if np.abs(axis).sum() >= 1e-6 and abs(angle) >= 1e-6:
+      # Euler-Rodrigues, from the unit axis and the half angle.
+      a, (b, c, d) = math.cos(angle / 2), -_unit(axis) * math.sin(angle / 2)
+      rotation = np.array(
+          [[a*a + b*b - c*c - d*d, 2 * (b*c + a*d), 2 * (b*d - a*c)],
+           [2 * (b*c - a*d), a*a + c*c - b*b - d*d, 2 * (c*d + a*b)],
+           [2 * (b*d + a*c), 2 * (c*d - a*b), a*a + d*d - b*b - c*c]])
+    for i, person in enumerate(s):
+      for f, frame in enumerate(person):
+        if person.sum() != 0 and frame.sum() != 0:
+          for j, joint in enumerate(frame):
+            s[i, f, j] = np.dot(rotation, joint)
+  return s.transpose(1, 0, 2, 3)
+
+
+def _assert_2s_agcn(path, reference=None):
+  """`preprocess_skeleton(path)` repeated to 300 frames is 2s-AGCN's sample
+  (up to one float32 rounding of the rotated coordinates)."""
+  out = preprocess.preprocess_skeleton(path)
+  reference = _2s_agcn_reference(path) if reference is None else reference
+  full = preprocess.pad_or_crop(out, 300)
+  np.testing.assert_array_equal(full == 0, reference == 0)
+  np.testing.assert_allclose(full, reference, rtol=0, atol=1e-6)
+  return out
+
+
+def _rewrite_frames(path, out, edit):
+  """Writes to `out` the file `path` with `edit(t, bodies)` applied to the
+  bodies (lists of 27 lines) of every frame t."""
+  lines = path.read_bytes().split(b'\r\n')
+  text, at = [lines[0]], 1
+  for t in range(int(lines[0])):
+    count = int(lines[at])
+    bodies = [lines[at + 1 + 27 * b:at + 28 + 27 * b] for b in range(count)]
+    at += 1 + 27 * count
+    bodies = edit(t, bodies)
+    text += [str(len(bodies)).encode()] + [x for body in bodies for x in body]
+  out.write_bytes(b'\r\n'.join(text + lines[at:]))
+  return out
+
+
+@pytest.mark.parametrize('name', ['S001C001P001R001A011',
+                                  'S001C003P008R002A058',
+                                  'S002C001P003R001A003',
+                                  'S003C001P015R001A034',
+                                  'S004C002P003R001A017'])
+def test_2s_agcn_matches_2s_agcn_on_real_files(ntu_samples_dir, name):
+  path = ntu_samples_dir / f'{name}.skeleton'
+  out = _assert_2s_agcn(path)
+  # Every person is as long as the clip: the record is the clip.
+  assert len(out) == read_skeleton(path).num_frames
+
+
+def test_2s_agcn_keeps_body_slots_when_a_body_id_changes(ntu_samples_dir,
+                                                           tmp_path):
+  """From frame 30 on, the first body of the two-person file has another
+  tracking ID: 2s-AGCN's slots do not see it, 'tracked' makes it a third
+  body."""
+  original = ntu_samples_dir / 'S001C003P008R002A058.skeleton'
+
+  def new_id(t, bodies):
+    if t >= 30:
+      bodies[0] = [b'72057594037949999 ' + bodies[0][0].split(b' ', 1)[1]
+                   ] + bodies[0][1:]
+    return bodies
+
+  path = _rewrite_frames(original, tmp_path / 'switch.skeleton', new_id)
+  assert len(set(read_skeleton(path).body_ids.tolist())) == 3
+  out = _assert_2s_agcn(path)
+  assert out.tobytes() == preprocess.preprocess_skeleton(original).tobytes()
+  tracked = preprocess.preprocess_skeleton(path, 'tracked')
+  assert not np.allclose(tracked, out, atol=1e-3)
+
+
+def test_2s_agcn_repeats_each_person_on_its_own(ntu_samples_dir, tmp_path):
+  """The second body is gone from the last 12 of the 70 frames: 2s-AGCN
+  repeats its 58 frames and the first person's 70 frames each to 300, so
+  the record is the whole 300-frame sample; 'tracked' keeps 70 frames."""
+  original = ntu_samples_dir / 'S001C003P008R002A058.skeleton'
+  path = _rewrite_frames(original, tmp_path / 'unequal.skeleton',
+                         lambda t, bodies: bodies[:1] if t >= 58 else bodies)
+  reference = _2s_agcn_reference(path)
+  out = _assert_2s_agcn(path, reference)
+  assert out.shape == (300, 2, V, 3)  # lcm(70, 58) > 300
+  second = 1 if reference[0, 1].any() else 0
+  assert reference[58:, second].any()
+  assert len(preprocess.preprocess_skeleton(path, 'tracked')) == 70
+  # Repeating the clip's 70 frames instead gives another sample.
+  assert not np.allclose(preprocess.pad_or_crop(out[:70], 300), reference,
+                         atol=1e-3)
+
+
+def test_2s_agcn_record_is_one_period():
+  """Persons of 10 and 4 frames: the sample repeats after 20 frames."""
+  rng = np.random.default_rng(12)
+  first, second = np.zeros((10, V, 3)), np.zeros((10, V, 3))
+  first[:] = _orthogonal_person(rng, 10)
+  second[:4] = rng.normal(0, 0.3, (4, V, 3)) + [1.0, 0.0, 3.0]
+  skeleton = _skeleton_from_tracks(
+      [(1, np.ones(10, bool), first), (2, np.arange(10) < 4, second)], 10,
+      np.float64)
+  out = preprocess.preprocess_skeleton(skeleton)
+  assert out.shape == (20, 2, V, 3)
+  buffer = np.zeros((2, 300, V, 3), np.float32)
+  buffer[:, :10] = preprocess.select_slots(preprocess.body_slots(skeleton))
+  full = preprocess.pre_normalization_2s_agcn(buffer)
+  np.testing.assert_array_equal(preprocess.pad_or_crop(out, 300), full)
+  # The second person goes round every 4 frames (its shape; frames are
+  # centred on the first person).
+  shape = full[:, 1] - full[:, 1, :1]
+  np.testing.assert_allclose(shape[4:300], shape[0:296], atol=1e-5)
+
+
+def test_body_slots_follow_the_order_in_each_frame():
+  rng = np.random.default_rng(13)
+  tracks = [(i, np.ones(3, bool), rng.normal(size=(3, V, 3)))
+            for i in range(5)]
+  skeleton = _skeleton_from_tracks(tracks, 3)
+  slots = preprocess.body_slots(skeleton)
+  assert slots.shape == (4, 3, V, 3)
+  for b in range(4):  # the fifth body of each frame is dropped
+    np.testing.assert_array_equal(slots[b], tracks[b][2].astype(np.float32))
+  # Bodies present in some frames only: the slot is the place in the frame.
+  partly = np.array([False, True, True])
+  skeleton = _skeleton_from_tracks(
+      [(7, partly, tracks[0][2]), (8, np.ones(3, bool), tracks[1][2])], 3)
+  slots = preprocess.body_slots(skeleton)
+  np.testing.assert_array_equal(slots[0, 0], tracks[1][2][0].astype(
+      np.float32))
+  np.testing.assert_array_equal(slots[0, 1:], tracks[0][2][1:].astype(
+      np.float32))
+  assert not slots[1, 0].any()
+
+
+def test_select_slots_ranks_by_energy():
+  rng = np.random.default_rng(14)
+  slots = np.zeros((4, 6, V, 3))
+  slots[0] = rng.normal(0, 0.1, (6, V, 3))
+  slots[2] = rng.normal(0, 1.0, (6, V, 3))
+  slots[3] = slots[0]
+  chosen = preprocess.select_slots(slots)
+  np.testing.assert_array_equal(chosen[0], slots[2])
+  np.testing.assert_array_equal(chosen[1], slots[0])  # a tie keeps order
+  assert preprocess._motion_energy(slots[1]) == 0.0
+
+
+def test_axis_angle_rotation_is_2s_agcns():
+  rng = np.random.default_rng(15)
+  for _ in range(10):
+    axis, angle = rng.normal(size=3), rng.uniform(-3, 3)
+    r = preprocess.axis_angle_rotation(axis, angle)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(r @ axis, axis, atol=1e-12)
+    # The same turn as Rodrigues' formula about the unit axis.
+    k = _unit(axis)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    np.testing.assert_allclose(
+        r, np.eye(3) + np.sin(angle) * cross
+        + (1 - np.cos(angle)) * cross @ cross, atol=1e-12)
+  np.testing.assert_array_equal(
+      preprocess.axis_angle_rotation([1e-7, 0, 0], 1.0), np.eye(3))
+
+
 # ---- Length and streams ------------------------------------------------------
 
 def test_pad_or_crop_repeats_crops_and_fills_empty():
@@ -353,16 +582,16 @@ def test_bones_are_child_minus_parent():
   x = rng.normal(size=(2, 5, 2, V, 3))
   bone = preprocess.to_bone(x)
   assert bone.shape == x.shape
-  assert len(preprocess.NTU_BONES_1BASED) == 24
-  children = {c for c, _ in preprocess.NTU_BONES_1BASED}
+  assert len(ntu.NTU_BONES_1BASED) == 24
+  children = {c for c, _ in ntu.NTU_BONES_1BASED}
   assert children == set(range(1, 26)) - {21}
-  for child, parent in preprocess.NTU_BONES_1BASED:
+  for child, parent in ntu.NTU_BONES_1BASED:
     np.testing.assert_array_equal(bone[..., child - 1, :],
                                   x[..., child - 1, :] - x[..., parent - 1, :])
   assert not bone[..., CENTRE, :].any()
   # The same numbers as indexing the parents directly.
   parents = np.arange(V)
-  for child, parent in preprocess.NTU_BONES_1BASED:
+  for child, parent in ntu.NTU_BONES_1BASED:
     parents[child - 1] = parent - 1
   assert bone.tobytes() == (x - x[..., parents, :]).tobytes()
 

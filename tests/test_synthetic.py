@@ -4,10 +4,12 @@ differ by motion."""
 import numpy as np
 import pytest
 
+from stbln_jax.data import ntu
 from stbln_jax.data import preprocess
 from stbln_jax.data import read_skeleton
 from stbln_jax.data import skeleton as skeleton_lib
 from stbln_jax.data import synthetic
+import test_skeleton  # one body over a file: `track`
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +30,7 @@ def test_action_table():
   # those are NTU's interaction ids.
   assert sum(a.num_persons == 2 for a in actions[:10]) >= 2
   for a in actions:
-    assert (a.num_persons == 2) == (50 <= a.ntu_action <= 60)
+    assert (a.num_persons == 2) == (a.ntu_action in ntu.MUTUAL_ACTIONS)
   assert synthetic.action_index(58) == ids.index(58)
   with pytest.raises(ValueError, match='not synthesised'):
     synthetic.action_index(5)  # drop: not synthesised
@@ -39,7 +41,7 @@ def test_files_round_trip_and_names_parse(small_dataset):
   assert len(paths) == 12 * 2 * 3 * 2
   actions = {a.ntu_action: a for a in synthetic.SYNTHETIC_ACTIONS}
   for path in paths:
-    name = skeleton_lib.parse_sample_name(path)
+    name = ntu.parse_sample_name(path)
     assert path.name == f'{name.name}.skeleton'
     assert name.setup == 1 and name.camera in (1, 2, 3)
     assert name.subject in (1, 2) and name.replication in (1, 2)
@@ -48,14 +50,14 @@ def test_files_round_trip_and_names_parse(small_dataset):
   assert data.count(b'\r\n') == data.count(b'\n')  # CRLF like NTU
   for path in paths[::7]:
     skeleton = read_skeleton(path)
-    sample = skeleton_lib.parse_sample_name(path)
+    sample = ntu.parse_sample_name(path)
     sequence = synthetic.generate_sequence(
         synthetic.action_index(sample.action), subject=sample.subject,
         camera=sample.camera, replication=sample.replication,
         setup=sample.setup, frames=(30, 50), seed=3)
     assert skeleton.num_frames == sequence.num_frames
     for body in sequence.bodies:
-      present, xyz = skeleton.track(body.body_id)
+      present, xyz = test_skeleton.track(skeleton, body.body_id)
       np.testing.assert_array_equal(present, body.present)
       np.testing.assert_allclose(xyz[present], body.xyz[present], atol=5e-6,
                                  rtol=1e-6)
@@ -63,7 +65,7 @@ def test_files_round_trip_and_names_parse(small_dataset):
 
 def test_file_contents_look_like_kinect(small_dataset):
   for path in small_dataset[:24]:
-    rows = read_skeleton(path).rows
+    rows = read_skeleton(path)
     xyz = rows.xyz
     assert np.all((xyz[..., 2] > 1.5) & (xyz[..., 2] < 5.5))
     depth, color = rows.joints[..., 3:5], rows.joints[..., 5:7]
@@ -75,7 +77,7 @@ def test_file_contents_look_like_kinect(small_dataset):
     np.testing.assert_array_equal(norms[:, leaves], 0)
     others = np.setdiff1d(np.arange(25), leaves)
     np.testing.assert_allclose(norms[:, others], 1, atol=1e-5)
-    assert set(np.unique(rows.tracking_state)) <= {1, 2}
+    assert set(np.unique(rows.joints[..., 11])) <= {1, 2}
     assert len(np.unique(rows.body_ids)) >= 1
 
 
@@ -102,7 +104,7 @@ def test_two_person_actions_and_spurious_bodies_select_the_performers():
   performers = [b for b in sequence.bodies if b.present.all()]
   assert len(performers) == 2 and len(sequence.bodies) == 3
   text = synthetic.to_skeleton_text(sequence)
-  skeleton = skeleton_lib._parse('pushing', text)
+  skeleton = skeleton_lib.parse_skeleton(text)
   chosen = preprocess.select_bodies(skeleton)
   for m in range(2):
     assert any(np.allclose(chosen[:, m], b.xyz, atol=1e-5) for b in performers)
@@ -112,8 +114,8 @@ def test_dropped_frames_have_no_body():
   for subject in range(1, 6):
     sequence = synthetic.generate_sequence(0, subject=subject, drop_rate=1.0,
                                            spurious_rate=0.0, seed=2)
-    skeleton = skeleton_lib._parse('x', synthetic.to_skeleton_text(sequence))
-    counts = np.array([f.num_bodies for f in skeleton.frames])
+    skeleton = skeleton_lib.parse_skeleton(synthetic.to_skeleton_text(sequence))
+    counts = np.bincount(skeleton.frame_index, minlength=skeleton.num_frames)
     assert counts[0] == 1 and set(counts) == {0, 1}
     np.testing.assert_array_equal(counts == 1, sequence.bodies[0].present)
 
@@ -167,7 +169,7 @@ def test_nearest_neighbour_across_views_beats_chance(small_dataset):
   pre-normalised sequences recognises camera 1 well above chance."""
   features, labels, cameras = [], [], []
   for path in small_dataset:
-    name = skeleton_lib.parse_sample_name(path)
+    name = ntu.parse_sample_name(path)
     x = preprocess.preprocess_skeleton(path)
     features.append(_resampled_features(x).ravel())
     labels.append(name.action)
@@ -211,8 +213,8 @@ def test_time_averaged_pose_does_not_tell_the_classes_apart():
       for label in range(10):
         sequence = synthetic.generate_sequence(label, subject=subject,
                                                camera=camera, seed=1)
-        x = preprocess.preprocess_skeleton(skeleton_lib._parse(
-            'x', synthetic.to_skeleton_text(sequence)))
+        x = preprocess.preprocess_skeleton(skeleton_lib.parse_skeleton(
+            synthetic.to_skeleton_text(sequence), dtype=np.float64))
         index = np.linspace(0, len(x) - 1, 17).round().astype(int)
         speed = np.abs(np.diff(x, axis=0))
         static.append(x.mean(0).ravel())

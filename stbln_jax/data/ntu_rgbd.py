@@ -1,10 +1,10 @@
 """TFDS builder `ntu_rgbd`: NTU RGB+D 60/120 skeletons stored as array_record.
 
 This module owns what turns a folder of raw `.skeleton` files into records:
-the NTU action names, the four benchmark configs and their split rules, the
-official missing-skeleton lists, and the parallel parse of the raw files. It
-needs no TensorFlow: records are written by TFDS's own writer as array_record
-and read back with `tfds.data_source` (see `stbln_jax.input_pipeline`).
+the benchmark configs and their split rules (the facts come from `ntu`), and
+the parallel parse of the raw files. It needs no TensorFlow: records are
+written by TFDS's own writer as array_record and read back with
+`tfds.data_source` (see `stbln_jax.input_pipeline`).
 
 Configs (`ntu_rgbd/<config>`):
 
@@ -12,6 +12,10 @@ Configs (`ntu_rgbd/<config>`):
   xsub      NTU-60 cross-subject: the 20 training subjects of Shahroudy et al.
   xsub120   NTU-120 cross-subject: those plus the 33 NTU-120 training subjects.
   xset120   NTU-120 cross-setup: even setup ids train, odd ones test.
+
+These are preprocessed exactly as 2s-AGCN does ('2s-agcn', the papers'
+setting); `<config>_tracked` (e.g. `xview_tracked`) holds the same samples with
+bodies followed by their tracking ID ('tracked'; see `preprocess`).
 
 NTU-60 configs read actions A001-A060, NTU-120 configs A001-A120; files of
 other actions are ignored. Samples on the official missing-skeleton list (302
@@ -24,9 +28,12 @@ Files are found recursively by their `.skeleton` suffix, e.g.
   <manual_dir>/nturgb+d_skeletons/S001C001P001R001A001.skeleton   (s001-s017)
   <manual_dir>/nturgb+d_skeletons120/S018C001P008R001A061.skeleton (s018-s032)
 
-One record per sample: `skeleton` float32 (T, 2, 25, 3) at its true length T
-(normalised by `preprocess_skeleton`; padding happens at read time), `label`
-(action - 1), `name`, `setup`, `camera`, `subject`, `replication`, `num_frames`.
+One record per sample: `skeleton` float32 (T, 2, 25, 3) from
+`preprocess_skeleton` (repeated to the training length at read time: for
+'2s-agcn' T is a whole period of 2s-AGCN's 300-frame sample, the clip's length
+unless its two persons have different lengths; for 'tracked' the clip's
+length), `label` (action - 1), `name`, `setup`, `camera`, `subject`,
+`replication`, `num_frames` (= T).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import importlib.resources
+import functools
 import itertools
 import multiprocessing
 import os
@@ -48,81 +55,12 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 from tensorflow_datasets.core import writer as tfds_writer
 
+from stbln_jax.data import ntu
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 
-# ---- NTU action names (A001 ... A120; label = action - 1) -------------------
-
-ACTION_NAMES = (
-    # NTU RGB+D 60: A001-A060.
-    'drink water', 'eat meal/snack', 'brushing teeth', 'brushing hair',
-    'drop', 'pickup', 'throw', 'sitting down',
-    'standing up (from sitting position)', 'clapping', 'reading', 'writing',
-    'tear up paper', 'wear jacket', 'take off jacket', 'wear a shoe',
-    'take off a shoe', 'wear on glasses', 'take off glasses',
-    'put on a hat/cap', 'take off a hat/cap', 'cheer up', 'hand waving',
-    'kicking something', 'reach into pocket', 'hopping (one foot jumping)',
-    'jump up', 'make a phone call/answer phone', 'playing with phone/tablet',
-    'typing on a keyboard', 'pointing to something with finger',
-    'taking a selfie', 'check time (from watch)', 'rub two hands together',
-    'nod head/bow', 'shake head', 'wipe face', 'salute',
-    'put the palms together', 'cross hands in front (say stop)',
-    'sneeze/cough', 'staggering', 'falling', 'touch head (headache)',
-    'touch chest (stomachache/heart pain)', 'touch back (backache)',
-    'touch neck (neckache)', 'nausea or vomiting condition',
-    'use a fan (with hand or paper)/feeling warm',
-    'punching/slapping other person', 'kicking other person',
-    'pushing other person', 'pat on back of other person',
-    'point finger at the other person', 'hugging other person',
-    'giving something to other person', "touch other person's pocket",
-    'handshaking', 'walking towards each other',
-    'walking apart from each other',
-    # NTU RGB+D 120 additions: A061-A120.
-    'put on headphone', 'take off headphone', 'shoot at the basket',
-    'bounce ball', 'tennis bat swing', 'juggling table tennis balls',
-    'hush (quite)', 'flick hair', 'thumb up', 'thumb down', 'make ok sign',
-    'make victory sign', 'staple book', 'counting money', 'cutting nails',
-    'cutting paper (using scissors)', 'snapping fingers', 'open bottle',
-    'sniff (smell)', 'squat down', 'toss a coin', 'fold paper',
-    'ball up paper', 'play magic cube', 'apply cream on face',
-    'apply cream on hand back', 'put on bag', 'take off bag',
-    'put something into a bag', 'take something out of a bag', 'open a box',
-    'move heavy objects', 'shake fist', 'throw up cap/hat',
-    'hands up (both hands)', 'cross arms', 'arm circles', 'arm swings',
-    'running on the spot', 'butt kicks (kick backward)', 'cross toe touch',
-    'side kick', 'yawn', 'stretch oneself', 'blow nose',
-    'hit other person with something', 'wield knife towards other person',
-    'knock over other person (hit with body)', "grab other person's stuff",
-    'shoot at other person with a gun', 'step on foot', 'high-five',
-    'cheers and drink', 'carry something with other person',
-    'take a photo of other person', 'follow other person',
-    "whisper in other person's ear", 'exchange things with other person',
-    'support somebody with hand',
-    'finger-guessing game (playing rock-paper-scissors)',
-)
-assert len(ACTION_NAMES) == 120
-
-# ---- Split rules ------------------------------------------------------------
-
-XVIEW_TRAIN_CAMERAS = frozenset({2, 3})
-# Shahroudy et al. (2016), cross-subject training subjects.
-XSUB_TRAIN_SUBJECTS = frozenset({
-    1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38,
-})
-# Liu et al. (2020) add these for NTU-120 cross-subject.
-XSUB120_TRAIN_SUBJECTS = XSUB_TRAIN_SUBJECTS | frozenset({
-    45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82,
-    83, 84, 85, 86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103,
-})
-
 TRAIN = 'train'
 TEST = 'test'
-
-_MISSING_LISTS = {
-    60: 'NTU_RGBD_samples_with_missing_skeletons.txt',
-    120: 'NTU_RGBD120_samples_with_missing_skeletons.txt',
-}
-
 
 @dataclasses.dataclass(eq=False)
 class NtuRgbdConfig(tfds.core.BuilderConfig):
@@ -132,31 +70,40 @@ class NtuRgbdConfig(tfds.core.BuilderConfig):
     num_classes: 60 (NTU RGB+D) or 120 (NTU RGB+D 120); actions above it are
       ignored and the matching official missing-skeleton list is excluded.
     split_rule: 'camera', 'subject' or 'setup' (see `split_of`).
+    preprocessing: one of `preprocess.PREPROCESSINGS`: '2s-agcn' (2s-AGCN's
+      body slots and per-person repetition) or 'tracked' (bodies followed by
+      tracking ID).
   """
 
   num_classes: int = 60
   split_rule: str = 'camera'
+  preprocessing: str = '2s-agcn'
 
 
-BUILDER_CONFIGS = (
-    NtuRgbdConfig(
-        name='xview', num_classes=60, split_rule='camera',
-        description='NTU RGB+D 60 cross-view: train cameras 2, 3; test 1.'),
-    NtuRgbdConfig(
-        name='xsub', num_classes=60, split_rule='subject',
-        description='NTU RGB+D 60 cross-subject (20 training subjects).'),
-    NtuRgbdConfig(
-        name='xsub120', num_classes=120, split_rule='subject',
-        description='NTU RGB+D 120 cross-subject (53 training subjects).'),
-    NtuRgbdConfig(
-        name='xset120', num_classes=120, split_rule='setup',
-        description='NTU RGB+D 120 cross-setup: even setup ids train.'),
+_BENCHMARKS = (
+    ('xview', 60, 'camera',
+     'NTU RGB+D 60 cross-view: train cameras 2, 3; test 1.'),
+    ('xsub', 60, 'subject',
+     'NTU RGB+D 60 cross-subject (20 training subjects).'),
+    ('xsub120', 120, 'subject',
+     'NTU RGB+D 120 cross-subject (53 training subjects).'),
+    ('xset120', 120, 'setup',
+     'NTU RGB+D 120 cross-setup: even setup ids train.'),
 )
+# Each benchmark as 2s-AGCN preprocesses it (`xview`, ...) and with bodies
+# followed by tracking ID (`xview_tracked`, ...).
+BUILDER_CONFIGS = tuple(
+    NtuRgbdConfig(name=name + suffix, num_classes=num_classes,
+                  split_rule=rule, preprocessing=preprocessing,
+                  description=f'{description} Preprocessing: {preprocessing}.')
+    for preprocessing, suffix in (('2s-agcn', ''), ('tracked', '_tracked'))
+    for name, num_classes, rule, description in _BENCHMARKS)
 _CONFIGS_BY_NAME = {c.name: c for c in BUILDER_CONFIGS}
 
 
 def get_config(name: str) -> NtuRgbdConfig:
-  """The builder config `name`: 'xview', 'xsub', 'xsub120' or 'xset120'."""
+  """The builder config `name`: 'xview', 'xsub', 'xsub120' or 'xset120',
+  each also with '_tracked'."""
   try:
     return _CONFIGS_BY_NAME[name]
   except KeyError:
@@ -165,34 +112,19 @@ def get_config(name: str) -> NtuRgbdConfig:
         f'{sorted(_CONFIGS_BY_NAME)}') from None
 
 
-def split_of(sample: skeleton_lib.SampleName, config: NtuRgbdConfig) -> str:
+def split_of(sample: ntu.SampleName, config: NtuRgbdConfig) -> str:
   """'train' or 'test' for `sample` under `config`'s benchmark protocol."""
   if config.split_rule == 'camera':
-    is_train = sample.camera in XVIEW_TRAIN_CAMERAS
+    is_train = sample.camera in ntu.XVIEW_TRAIN_CAMERAS
   elif config.split_rule == 'subject':
-    subjects = (XSUB_TRAIN_SUBJECTS if config.num_classes == 60
-                else XSUB120_TRAIN_SUBJECTS)
+    subjects = (ntu.XSUB_TRAIN_SUBJECTS if config.num_classes == 60
+                else ntu.XSUB120_TRAIN_SUBJECTS)
     is_train = sample.subject in subjects
   elif config.split_rule == 'setup':
-    is_train = sample.setup % 2 == 0
+    is_train = ntu.is_xset_train_setup(sample.setup)
   else:
     raise ValueError(f'unknown split rule {config.split_rule!r}')
   return TRAIN if is_train else TEST
-
-
-def missing_samples(num_classes: int) -> frozenset[str]:
-  """Names (no suffix) on the official missing-skeleton list for NTU-60/120.
-
-  The lists ship in `stbln_jax/data/resources/`: two header lines, a blank
-  line, then one sample name per line.
-  """
-  if num_classes not in _MISSING_LISTS:
-    raise ValueError(f'num_classes must be 60 or 120, got {num_classes}')
-  text = (importlib.resources.files(__package__) / 'resources' /
-          _MISSING_LISTS[num_classes]).read_text()
-  return frozenset(
-      line.strip() for line in text.splitlines()
-      if line.strip().startswith('S') and len(line.strip()) == 20)
 
 
 def find_skeleton_files(root: os.PathLike[str] | str) -> list[pathlib.Path]:
@@ -232,14 +164,14 @@ class FileSelection:
 def select_files(paths: Iterable[os.PathLike[str] | str],
                  config: NtuRgbdConfig) -> FileSelection:
   """Sorts `paths` into train/test by `config`'s rules; nothing is parsed."""
-  missing = missing_samples(config.num_classes)
+  missing = ntu.missing_samples(config.num_classes)
   splits = {TRAIN: [], TEST: []}
   excluded, skipped, ignored = [], [], 0
   seen = {}
   for path in paths:
     path = pathlib.Path(path)
     try:
-      sample = skeleton_lib.parse_sample_name(path.name)
+      sample = ntu.parse_sample_name(path.name)
     except ValueError as e:
       skipped.append(SkippedFile(str(path), f'bad sample name: {e}'))
       continue
@@ -282,24 +214,24 @@ def skip_reason(error: Exception) -> str:
   return f'{type(error).__name__}: {error}'
 
 
-def _parse_here(path: str):
-  try:
-    return path, preprocess.preprocess_skeleton(path), None
-  except Exception as e:  # pylint: disable=broad-except
-    return path, None, skip_reason(e)
-
-
 def parse_files(paths: Sequence[str], pool=None, chunk_size: int = 32,
-                window: int = 4,
+                window: int = 4, preprocessing: str = '2s-agcn',
                 ) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
   """Yields (path, skeleton, None) or (path, None, reason), in path order.
 
-  `skeleton` is `preprocess_skeleton(path)`: float32 (T, 2, 25, 3). With a
-  `pool`, files go to it in chunks of `chunk_size`, `window` chunks ahead.
-  Any error becomes a reason, so one bad file never stops a build.
+  `skeleton` is `preprocess_skeleton(path, preprocessing)`: float32 (T, 2,
+  25, 3). With a `pool`, files go to it in chunks of `chunk_size`, `window`
+  chunks ahead. Any error becomes a reason, so one bad file never stops a
+  build.
   """
+  parse = functools.partial(preprocess.preprocess_skeleton,
+                            preprocessing=preprocessing)
   if pool is None:
-    yield from map(_parse_here, paths)
+    for path in paths:
+      try:
+        yield path, parse(path), None
+      except Exception as e:  # pylint: disable=broad-except
+        yield path, None, skip_reason(e)
     return
   # Tasks call `preprocess_skeleton` itself, so workers import only the numpy
   # parser. A chunk is one message each way (per-file messages cost the main
@@ -307,7 +239,7 @@ def parse_files(paths: Sequence[str], pool=None, chunk_size: int = 32,
   # fails as a whole and is parsed again file by file to tell which one.
   chunks = (paths[i:i + chunk_size] for i in range(0, len(paths), chunk_size))
   submit = lambda chunk: (chunk, pool.map_async(
-      preprocess.preprocess_skeleton, chunk, chunksize=len(chunk)))
+      parse, chunk, chunksize=len(chunk)))
   pending = collections.deque(map(submit, itertools.islice(chunks, window)))
   while pending:
     chunk, result = pending.popleft()
@@ -315,8 +247,7 @@ def parse_files(paths: Sequence[str], pool=None, chunk_size: int = 32,
     try:
       skeletons = result.get()
     except Exception:  # pylint: disable=broad-except
-      singles = [(path, pool.apply_async(preprocess.preprocess_skeleton,
-                                         (path,))) for path in chunk]
+      singles = [(path, pool.apply_async(parse, (path,))) for path in chunk]
       for path, single in singles:
         try:
           yield path, single.get(), None
@@ -399,8 +330,15 @@ _CITATION = r"""
 class NtuRgbd(tfds.core.GeneratorBasedBuilder):
   """NTU RGB+D 60/120 skeleton sequences (Kinect v2, 25 joints, 2 persons)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': ('The benchmark configs are preprocessed exactly as 2s-AGCN '
+                'does (bodies in slots by their place in each frame, each '
+                'person repeated on its own to 300 frames; records hold a '
+                'whole period of that sample); the 1.0.0 records, bodies '
+                'followed by tracking ID, are the `*_tracked` configs.'),
+  }
   BUILDER_CONFIGS = list(BUILDER_CONFIGS)
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Request the skeleton archives at
@@ -432,15 +370,15 @@ class NtuRgbd(tfds.core.GeneratorBasedBuilder):
         description=(
             'Skeleton sequences of NTU RGB+D (60 actions) and NTU RGB+D 120, '
             'normalised as in 2s-AGCN (centred on the spine, rotated to a '
-            'canonical view), two persons, 25 Kinect v2 joints, stored at '
-            'their true length.'),
+            'canonical view), two persons, 25 Kinect v2 joints; repeated to '
+            'the training length when read.'),
         features=tfds.features.FeaturesDict({
             # Raw bytes: a float list would cost more to write and to read.
             'skeleton': tfds.features.Tensor(
                 shape=(None, 2, 25, 3), dtype=np.float32,
                 encoding=tfds.features.Encoding.BYTES),
             'label': tfds.features.ClassLabel(
-                names=ACTION_NAMES[:num_classes]),
+                names=ntu.ACTION_NAMES[:num_classes]),
             'name': tfds.features.Text(),
             'setup': np.int32,
             'camera': np.int32,
@@ -496,14 +434,15 @@ class NtuRgbd(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split, paths):
     num_records, reasons = 0, []
     for path, skeleton, reason in parse_files(
-        paths, self._pool, window=2 * self.num_workers):
+        paths, self._pool, window=2 * self.num_workers,
+        preprocessing=self.builder_config.preprocessing):
       self.report.num_parsed += 1
       if reason is not None:
         logging.info('Skipping %s: %s', path, reason)
         self.report.skipped.append(SkippedFile(path, reason))
         reasons.append(reason)
         continue
-      sample = skeleton_lib.parse_sample_name(path)
+      sample = ntu.parse_sample_name(path)
       num_records += 1
       yield sample.name, {
           'skeleton': skeleton,

@@ -1,10 +1,21 @@
 """From a parsed `.skeleton` file to a normalised sample, and the input streams.
 
-This module owns "the builder's preprocessing" (`preprocess_skeleton`: body
-selection and 2s-AGCN's pre-normalisation, applied once when records are
-written and again on raw files at prediction time) and the pure array
-functions applied when samples are read: `pad_or_crop` to a fixed length and
-the bone/motion streams.
+This module owns the builder's preprocessing (`preprocess_skeleton`, applied
+once when records are written and again on raw files at prediction time) and
+the pure array functions applied when samples are read: `pad_or_crop` to a
+fixed length and the bone/motion streams. Two preprocessings
+(`PREPROCESSINGS`):
+
+  '2s-agcn' (the default): 2s-AGCN's `data_gen/ntu_gendata.py` (`read_xyz`)
+      and `data_gen/preprocess.py` (`pre_normalization`), step for step:
+      bodies fill 4 slots by their place in each frame, the 2 slots of most
+      motion energy are the persons; a person whose first frame is empty has
+      its non-empty frames moved to the front, and each person's empty
+      trailing frames are filled by repeating its own frames up to 300; then
+      centring and the two rotations (`pre_normalization_2s_agcn`).
+  'tracked': bodies followed by tracking ID (`select_bodies`), so a person
+      stays one when the order of bodies in a frame changes, then the same
+      normalisation on the clip's own length (`pre_normalize`).
 
 Layout: a sample is float32 (T, M, V, C) = (frames, persons=2, joints=25 in
 Kinect v2 order, coordinates xyz=3). The stream functions accept any leading
@@ -13,35 +24,22 @@ batch axes, i.e. (..., T, M, V, C).
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
+from stbln_jax.data import ntu
 from stbln_jax.data import skeleton as skeleton_lib
 
 NUM_PERSONS = 2
-NUM_JOINTS = skeleton_lib.NUM_JOINTS
-
-# The 24 NTU bones as 1-based (child, parent) Kinect v2 joint numbers. Joint 21
-# (spine shoulder) is the centre and has no parent.
-NTU_BONES_1BASED = (
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7),
-    (9, 21), (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14),
-    (16, 15), (17, 1), (18, 17), (19, 18), (20, 19), (22, 23), (23, 8),
-    (24, 25), (25, 12))
-CENTER_JOINT_1BASED = 21
-# parent[v] (0-based); the centre is its own parent, so its bone is zero.
-_PARENT = np.arange(NUM_JOINTS)
-for _child, _parent in NTU_BONES_1BASED:
-  _PARENT[_child - 1] = _parent - 1
-
-# 0-based joints used by the pre-normalisation (2s-AGCN's choices).
-_SPINE_BASE = 0       # joint 1
-_SPINE_MID = 1        # joint 2: centre of every frame, top of the z axis
-_LEFT_SHOULDER = 4    # joint 5
-_RIGHT_SHOULDER = 8   # joint 9
-
+NUM_JOINTS = ntu.NUM_JOINTS
+# 2s-AGCN's `max_body_kinect` slots and `max_frame` buffer.
+NUM_SLOTS = 4
+MAX_FRAMES = 300
+PREPROCESSINGS = ('2s-agcn', 'tracked')
 STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
+_PARENTS = np.asarray(ntu.PARENTS)
 
 
 class NoSkeletonError(skeleton_lib.SkeletonFormatError):
@@ -52,22 +50,52 @@ class NoSkeletonError(skeleton_lib.SkeletonFormatError):
 
 
 def _motion_energy(track: np.ndarray) -> float:
-  """2s-AGCN's `get_nonzero_std`: over the frames where the body is non-zero,
-  the std of all its x values (frames x joints), plus that of y, plus z.
+  """2s-AGCN's `get_nonzero_std`: over the frames whose coordinates do not
+  sum to 0, the std of all x values of the body (frames x joints), plus that
+  of y, plus that of z, in float64.
 
   Args:
     track: (T, V, 3) one body, zeros where it is absent.
   """
-  present = track.reshape(len(track), -1).sum(-1) != 0
+  present = track.sum(-1).sum(-1) != 0
   if not present.any():
     return 0.0
   coords = track[present].astype(np.float64)
-  return float(sum(coords[:, :, c].std() for c in range(3)))
+  return float(coords[:, :, 0].std() + coords[:, :, 1].std()
+               + coords[:, :, 2].std())
 
 
-def select_bodies(skeleton: skeleton_lib.Skeleton | skeleton_lib.SkeletonXyz,
+def body_slots(skeleton: skeleton_lib.Skeleton,
+               num_slots: int = NUM_SLOTS) -> np.ndarray:
+  """2s-AGCN's `read_xyz` before its selection: the b-th body listed in a
+  frame goes to slot b; bodies past `num_slots` in a frame are dropped.
+
+  Returns:
+    (num_slots, T, 25, 3) in the skeleton's dtype, zeros where a slot is
+    empty.
+  """
+  rows = skeleton
+  slot = np.arange(len(rows.frame_index)) - np.searchsorted(
+      rows.frame_index, rows.frame_index)  # place within its frame
+  keep = slot < num_slots
+  out = np.zeros((num_slots, skeleton.num_frames, NUM_JOINTS, 3),
+                 rows.xyz.dtype)
+  out[slot[keep], rows.frame_index[keep]] = rows.xyz[keep]
+  return out
+
+
+def select_slots(slots: np.ndarray, num_persons: int = NUM_PERSONS
+                 ) -> np.ndarray:
+  """2s-AGCN's choice of persons: the `num_persons` slots of most motion
+  energy (`_motion_energy`), most first; ties (identical slots, in practice)
+  keep slot order. (S, T, V, 3) -> (num_persons, T, V, 3)."""
+  energy = np.array([_motion_energy(s) for s in slots])
+  return slots[np.argsort(-energy, kind='stable')[:num_persons]]
+
+
+def select_bodies(skeleton: skeleton_lib.Skeleton,
                   max_bodies: int = NUM_PERSONS) -> np.ndarray:
-  """The `max_bodies` most moving bodies of a file, as persons.
+  """The `max_bodies` most moving bodies of a file, as persons ('tracked').
 
   Each body ID is followed over the frames where it appears (zeros elsewhere);
   bodies are ranked by motion energy (`_motion_energy`, 2s-AGCN's) and the top
@@ -77,15 +105,10 @@ def select_bodies(skeleton: skeleton_lib.Skeleton | skeleton_lib.SkeletonXyz,
   fourth, bodies are grouped by their tracking ID, so a person stays one
   person when the order of bodies in a frame changes.
 
-  Args:
-    skeleton: a parsed file, whole (`read_skeleton`) or its coordinates only
-      (`read_xyz`).
-
   Returns:
     float32 (T, max_bodies, 25, 3) with T = `skeleton.num_frames`.
   """
-  rows = (skeleton.rows if isinstance(skeleton, skeleton_lib.Skeleton)
-          else skeleton)
+  rows = skeleton
   out = np.zeros((skeleton.num_frames, max_bodies, NUM_JOINTS, 3), np.float32)
   if len(rows.body_ids) == 0 or max_bodies == 0:
     return out
@@ -165,7 +188,7 @@ def _repeat_tail(person: np.ndarray) -> np.ndarray:
 
 
 def pre_normalize(x: np.ndarray) -> np.ndarray:
-  """2s-AGCN's `pre_normalization` of one sample, kept at its true length.
+  """2s-AGCN's normalisation kept at the clip's length ('tracked').
 
   Steps, with 1-based Kinect v2 joint numbers:
     1. Per person: if its first frame is empty, its non-empty frames are moved
@@ -205,47 +228,169 @@ def pre_normalize(x: np.ndarray) -> np.ndarray:
   s = s[:len(present) - int(np.argmax(present[::-1]))]
   for m in range(s.shape[1]):
     s[:, m] = _repeat_tail(s[:, m])
-  center = s[:, 0:1, _SPINE_MID:_SPINE_MID + 1].copy()  # (T', 1, 1, 3)
+  center = s[:, 0:1, ntu.SPINE_MID:ntu.SPINE_MID + 1].copy()  # (T', 1, 1, 3)
   # s.sum(-1) != 0 (summed in the same order); an axis of 3 is slow to
   # reduce and to broadcast over, so the mask is spelled out per coordinate.
   mask = (s[..., 0] + s[..., 1] + s[..., 2]) != 0
   s -= center
   s *= np.repeat(mask[..., None], 3, axis=-1)
-  z_rotation = rotation_onto(s[0, 0, _SPINE_MID] - s[0, 0, _SPINE_BASE],
+  z_rotation = rotation_onto(s[0, 0, ntu.SPINE_MID] - s[0, 0, ntu.SPINE_BASE],
                              [0.0, 0.0, 1.0])
-  shoulders = z_rotation @ (s[0, 0, _RIGHT_SHOULDER] - s[0, 0, _LEFT_SHOULDER])
+  shoulders = z_rotation @ (s[0, 0, ntu.RIGHT_SHOULDER]
+                            - s[0, 0, ntu.LEFT_SHOULDER])
   x_rotation = rotation_onto(shoulders, [1.0, 0.0, 0.0])
   # Both rotations at once; zeros (absent joints) stay zero.
   return (s @ (x_rotation @ z_rotation).T).astype(np.float32)
 
 
+def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+  """2s-AGCN's `rotation_matrix`: the rotation (3, 3) by `angle` about
+  `axis` (Euler-Rodrigues), the identity when the axis or the angle is below
+  1e-6."""
+  axis = np.asarray(axis, np.float64)
+  if np.abs(axis).sum() < 1e-6 or abs(angle) < 1e-6:
+    return np.eye(3)
+  axis = axis / math.sqrt(np.dot(axis, axis))
+  a = math.cos(angle / 2.0)
+  b, c, d = -axis * math.sin(angle / 2.0)
+  aa, bb, cc, dd = a * a, b * b, c * c, d * d
+  return np.array([
+      [aa + bb - cc - dd, 2 * (b * c + a * d), 2 * (b * d - a * c)],
+      [2 * (b * c - a * d), aa + cc - bb - dd, 2 * (c * d + a * b)],
+      [2 * (b * d + a * c), 2 * (c * d - a * b), aa + dd - bb - cc]])
+
+
+def _align(vector: np.ndarray, target) -> np.ndarray:
+  """2s-AGCN's rotation turning `vector` (float32) towards `target`: about
+  their cross product, by the angle between them (0 for a vector below
+  1e-6)."""
+  target = np.asarray(target, np.float64)
+  angle = 0.0
+  if np.abs(vector).sum() >= 1e-6:
+    unit = vector / np.linalg.norm(vector)
+    angle = np.arccos(np.clip(np.dot(unit, target), -1.0, 1.0))
+  return axis_angle_rotation(np.cross(vector, target), angle)
+
+
+def pre_normalization_2s_agcn(persons: np.ndarray) -> np.ndarray:
+  """2s-AGCN's `pre_normalization` of one sample, on its 300-frame buffer.
+
+  Steps, in float32 as there (frames are empty where their coordinates sum
+  to 0; 1-based joint numbers), for each person that is present somewhere:
+    1. If its first frame is empty, its non-empty frames move to the front.
+    2. Its frames after its last non-empty one are filled by repeating its
+       frames up to there (empty ones in between included), to the end of
+       the buffer.
+    3. Every joint whose coordinates do not sum to 0 loses joint 2 (spine
+       middle) of person 1 in the same frame; the others become 0.
+    4. Everything turns about (spine vector x z) so that the spine vector
+       joint 1 -> joint 2 of person 1 in frame 1 points along +z, then about
+       (shoulder vector x x) so that joint 5 -> joint 9 (left to right
+       shoulder) of person 1 in frame 1 points along +x.
+
+  Args:
+    persons: (M, T, V, 3), zeros where a person is absent; T is the buffer
+      (2s-AGCN: the file's frames, then zeros up to 300).
+
+  Returns:
+    float32 (T, M, V, 3).
+  """
+  s = np.array(persons, np.float32)
+  num_frames = s.shape[1]
+  for person in s:
+    if person.sum() == 0:
+      continue
+    if person[0].sum() == 0:
+      kept = person[_present(person)]
+      person[:] = 0
+      person[:len(kept)] = kept
+    length = _length(person)
+    if length < num_frames:
+      reps = -(-num_frames // length)
+      person[length:] = np.concatenate([person[:length]] * reps)[
+          :num_frames - length]
+  center = s[0, :, ntu.SPINE_MID:ntu.SPINE_MID + 1].copy()
+  for m, person in enumerate(s):
+    if person.sum() != 0:
+      s[m] = (person - center) * (person.sum(-1) != 0)[..., None]
+  for first, second, target in ((ntu.SPINE_BASE, ntu.SPINE_MID, (0, 0, 1)),
+                                (ntu.LEFT_SHOULDER, ntu.RIGHT_SHOULDER,
+                                 (1, 0, 0))):
+    rotation = _align(s[0, 0, second] - s[0, 0, first], target)
+    s[:] = s.astype(np.float64) @ rotation.T
+  return s.transpose(1, 0, 2, 3)
+
+
+def _present(person: np.ndarray) -> np.ndarray:
+  """bool (T,): the frames of `person` (T, V, 3) that are not empty."""
+  return person.sum(-1).sum(-1) != 0
+
+
+def _length(person: np.ndarray) -> int:
+  """One past the last non-empty frame of `person` (T, V, 3)."""
+  present = _present(person)
+  return len(present) - int(np.argmax(present[::-1])) if present.any() else 0
+
+
+def _period(persons: np.ndarray) -> int:
+  """After how many frames `pre_normalization_2s_agcn(persons)` repeats:
+  the least common multiple of the persons' lengths after its step 1."""
+  return math.lcm(*(
+      int(_present(p).sum()) if p[0].sum() == 0 else _length(p)
+      for p in persons if p.sum() != 0))
+
+
 def preprocess_skeleton(
     skeleton_or_path: skeleton_lib.Skeleton | str | os.PathLike[str],
-) -> np.ndarray:
-  """The builder's preprocessing: read, `select_bodies`, `pre_normalize`.
+    preprocessing: str = '2s-agcn') -> np.ndarray:
+  """The builder's preprocessing of one file (see `PREPROCESSINGS`).
 
-  A path is read with `read_xyz`, which checks the whole file like
-  `read_skeleton` but decodes only what the result depends on.
+  '2s-agcn' gives the first P frames of 2s-AGCN's 300-frame sample, where P
+  is a whole period of it, so that `pad_or_crop(x, 300)` is that sample
+  exactly: P is the clip's length when every person's sequence has the same
+  length (one person, or two tracked equally long), else the least common
+  multiple of their lengths, at most 300 (files over 300 frames: their
+  length). Energies are in float64 from float64 coordinates as in 2s-AGCN
+  when given a path (a `Skeleton` brings its own dtype).
+  'tracked' gives `pre_normalize(select_bodies(...))` at the clip's length.
 
   Args:
     skeleton_or_path: a parsed `Skeleton` or the path of a `.skeleton` file.
+    preprocessing: one of `PREPROCESSINGS`.
 
   Returns:
-    float32 (T', 2, 25, 3) at the sample's true length.
+    float32 (P, 2, 25, 3).
 
   Raises:
     SkeletonFormatError: the file is malformed.
     NoSkeletonError: no frame holds a (non-zero) body.
   """
-  if isinstance(skeleton_or_path, skeleton_lib.Skeleton):
-    skeleton = skeleton_lib.SkeletonXyz.from_skeleton(skeleton_or_path)
-  else:
-    skeleton = skeleton_lib.read_xyz(skeleton_or_path)
+  if preprocessing not in PREPROCESSINGS:
+    raise ValueError(f'unknown preprocessing {preprocessing!r}; expected one '
+                     f'of {PREPROCESSINGS}')
+  skeleton = skeleton_or_path
+  if not isinstance(skeleton, skeleton_lib.Skeleton):
+    skeleton = skeleton_lib.read_skeleton(
+        skeleton, np.float64 if preprocessing == '2s-agcn' else np.float32,
+        xyz_only=True)
   if len(skeleton.body_ids) == 0:
     raise NoSkeletonError(
         skeleton.path, None,
         f'no body in any of its {skeleton.num_frames} frames')
-  sample = pre_normalize(select_bodies(skeleton, NUM_PERSONS))
+  if preprocessing == 'tracked':
+    sample = pre_normalize(select_bodies(skeleton, NUM_PERSONS))
+  else:
+    persons = select_slots(body_slots(skeleton)).astype(np.float32)
+    sample = np.zeros((0, NUM_PERSONS, NUM_JOINTS, 3), np.float32)
+    if any(p.sum() != 0 for p in persons):
+      # 2s-AGCN's buffer is 300 frames; its first P frames come out the same
+      # from any buffer of at least P frames that holds the file.
+      period = _period(persons)
+      buffer = np.zeros((NUM_PERSONS, min(
+          max(skeleton.num_frames, period),
+          max(MAX_FRAMES, skeleton.num_frames)), NUM_JOINTS, 3), np.float32)
+      buffer[:, :skeleton.num_frames] = persons
+      sample = pre_normalization_2s_agcn(buffer)[:period]
   if len(sample) == 0:
     raise NoSkeletonError(skeleton.path, None,
                           'every body has all joints at exactly zero')
@@ -276,10 +421,10 @@ def pad_or_crop(x: np.ndarray, num_frames: int) -> np.ndarray:
 
 def to_bone(x: np.ndarray) -> np.ndarray:
   """Bones (..., T, M, V, C): bone[child] = joint[child] - joint[parent] for
-  `NTU_BONES_1BASED`; the centre joint 21's bone is zero."""
+  `ntu.NTU_BONES_1BASED`; the centre joint 21's bone is zero."""
   x = np.asarray(x)
-  # `take` gives the same array as x[..., _PARENT, :], about 3x faster.
-  return x - np.take(x, _PARENT, axis=-2)
+  # `take` gives the same array as x[..., _PARENTS, :], about 3x faster.
+  return x - np.take(x, _PARENTS, axis=-2)
 
 
 def to_motion(x: np.ndarray) -> np.ndarray:

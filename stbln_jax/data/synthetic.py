@@ -48,9 +48,9 @@ from typing import Callable
 
 import numpy as np
 
-from stbln_jax.data import skeleton as skeleton_lib
+from stbln_jax.data import ntu
 
-NUM_JOINTS = skeleton_lib.NUM_JOINTS
+NUM_JOINTS = ntu.NUM_JOINTS
 
 # Kinect v2 projection fitted on the real NTU samples: depth pixels
 # (512x424) and colour pixels (1920x1080) from x/z and y/z.
@@ -470,7 +470,7 @@ class SyntheticSequence:
     label: the generator's class k (`SYNTHETIC_ACTIONS[k]`).
     bodies: the performers first, then any spurious body.
   """
-  name: skeleton_lib.SampleName
+  name: ntu.SampleName
   label: int
   bodies: tuple[SyntheticBody, ...]
 
@@ -565,7 +565,7 @@ def generate_sequence(label: int, *, subject: int = 1, camera: int = 1,
   extra = []
   if rec.uniform() < spurious_rate:
     extra.append(_spurious_body(num_frames, rec, noise))
-  name = skeleton_lib.SampleName(setup, camera, subject, replication,
+  name = ntu.SampleName(setup, camera, subject, replication,
                                  action.ntu_action)
   return SyntheticSequence(name=name, label=label,
                            bodies=tuple(performers + extra))
@@ -604,10 +604,12 @@ def _spurious_body(num_frames, rng, noise):
 
 # ---- The text format ---------------------------------------------------------
 
-# Kinect joints without a bone to orient: head, feet, hand tips and thumbs
-# carry a zero quaternion in NTU files.
-_CHILD = {1: 2, 2: 21, 21: 3, 3: 4, 5: 6, 6: 7, 7: 8, 8: 22, 9: 10, 10: 11,
-          11: 12, 12: 24, 13: 14, 14: 15, 15: 16, 17: 18, 18: 19, 19: 20}
+# The bone each joint's quaternion orients: to its child in Kinect's tree
+# (the first, for joints with several). Joints without a child (head, feet,
+# hand tips, thumbs) carry a zero quaternion in NTU files.
+_CHILD = {}
+for _child, _parent in ntu.KINECT_BONES_1BASED:
+  _CHILD.setdefault(_parent, _child)
 _JOINT_LINE = '%.7G %.7G %.7G %.7G %.7G %.7G %.7G %.7G %.7G %.7G %.7G %d\r\n'
 _BODY_BLOCK = _JOINT_LINE * NUM_JOINTS
 

@@ -1,15 +1,15 @@
 r"""Data benchmarks on synthetic NTU files: build speed and pipeline speed.
 
-  python -m data_prep.benchmark build --workdir=/tmp/stbln_data_benchmark
-  python -m data_prep.benchmark pipeline --workdir=/tmp/stbln_data_benchmark
+  python -m benchmarks.data build --workdir=/tmp/stbln_data_benchmark
+  python -m benchmarks.data pipeline --workdir=/tmp/stbln_data_benchmark
 
 `build` writes real-format synthetic `.skeleton` files once (--frames=90,110
 by default: NTU-sized, one or two bodies), then times `build_dataset` of
-`ntu_rgbd/xview` end to end (listing, parsing in --num_processes workers,
-serialising, writing, shuffling). Besides files/s it reports where the CPU
-goes: the parser's time per file (measured in this process on a sample) and
-the main process's (TFDS encoding and writing), so that runs on a busy machine
-can still be compared; the load average says how busy it was.
+--dataset (`ntu_rgbd/xview`) end to end (listing, parsing in --num_processes
+workers, serialising, writing, shuffling). Besides files/s it reports where
+the CPU goes: the parser's time per file (measured in this process on a
+sample) and the main process's (TFDS encoding and writing), so that runs on a
+busy machine can still be compared; the load average says how busy it was.
 
 `pipeline` times `input_pipeline.train_batches` alone on that dataset (built
 first if missing) for each --streams, at --batch_size and --num_frames,
@@ -29,6 +29,7 @@ from absl import logging
 from configs import default
 from stbln_jax import input_pipeline
 from stbln_jax.data import build
+from stbln_jax.data import ntu_rgbd
 from stbln_jax.data import preprocess
 from stbln_jax.data import synthetic
 
@@ -41,6 +42,9 @@ def _define_flags():
   flags.DEFINE_string(
       'workdir', '/tmp/stbln_data_benchmark',
       'Holds raw-*/ (synthetic files, reused) and tfds/ (the built dataset).')
+  flags.DEFINE_string(
+      'dataset', 'ntu_rgbd/xview',
+      'The ntu_rgbd config to build, e.g. ntu_rgbd/xview_tracked.')
   flags.DEFINE_integer(
       'num_files', 1440,
       'Synthetic files to build from (rounded up to whole subjects of 72).')
@@ -60,7 +64,6 @@ def _define_flags():
       'worker_count', 0, 'Grain worker processes (0: load in this process).')
 
 
-_DATASET = 'ntu_rgbd/xview'
 # Files per synthetic subject: 12 actions x 3 cameras x 2 replications.
 _FILES_PER_SUBJECT = 72
 
@@ -99,16 +102,19 @@ def benchmark_build() -> build.BuildSummary:
   """Times one full build; prints throughput and the CPU split."""
   files = _raw_files()
   sample = files[:FLAGS.parse_sample]
+  preprocessing = ntu_rgbd.get_config(
+      FLAGS.dataset.split('/')[-1]).preprocessing
   start = _cpu_seconds()
   for path in sample:
-    preprocess.preprocess_skeleton(path)
+    preprocess.preprocess_skeleton(path, preprocessing)
   parse_ms = (_cpu_seconds() - start) / len(sample) * 1e3
   size_kb = sum(p.stat().st_size for p in sample) / len(sample) / 1e3
 
   load_before = _load()
   start = _cpu_seconds()
   summary = build.build_dataset(
-      _DATASET, manual_dir=os.path.dirname(files[0]), data_dir=_data_dir(),
+      FLAGS.dataset, manual_dir=os.path.dirname(files[0]),
+      data_dir=_data_dir(),
       num_workers=FLAGS.num_processes, overwrite=True, quiet=True)
   main_ms = (_cpu_seconds() - start) / summary.num_parsed * 1e3
   workers = FLAGS.num_processes or os.cpu_count()
@@ -126,7 +132,7 @@ def benchmark_build() -> build.BuildSummary:
 def benchmark_pipeline() -> None:
   """Times `train_batches` per stream; prints samples/s."""
   config = default.get_config()
-  config.dataset = _DATASET
+  config.dataset = FLAGS.dataset
   config.data_dir = _data_dir()
   config.batch_size = FLAGS.batch_size
   config.num_frames = FLAGS.num_frames
@@ -136,7 +142,7 @@ def benchmark_pipeline() -> None:
   except FileNotFoundError:
     benchmark_build()
     steps = input_pipeline.steps_per_epoch(config)
-  print(f'pipeline: {_DATASET} train, {steps} batches of '
+  print(f'pipeline: {FLAGS.dataset} train, {steps} batches of '
         f'{config.batch_size} per epoch, T={config.num_frames}, '
         f'{config.worker_count} grain workers, load {_load()}')
   for stream in FLAGS.streams:
@@ -162,7 +168,7 @@ def benchmark_pipeline() -> None:
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in ('build', 'pipeline'):
-    raise app.UsageError('usage: python -m data_prep.benchmark build|pipeline '
+    raise app.UsageError('usage: python -m benchmarks.data build|pipeline '
                          '[--flags]')
   logging.set_verbosity(logging.WARNING)  # TFDS logs every dataset opening
   if argv[1] == 'build':

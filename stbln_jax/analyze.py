@@ -1,0 +1,291 @@
+r"""What a trained run's spatial mixers learned: the paper's two observations, measured.
+
+  python -m stbln_jax.analyze --workdir=runs/cv_symmetric
+  python -m stbln_jax.analyze --workdir=runs/cv_bilinear --checkpoint_step=1000
+
+Writes <workdir>/analysis/report.md and one PNG per layer: per partition p, heatmaps of
+Â_p, the learned matrix (M_p, L_p L_pᵀ or U_p) and the effective U_p the layer applies
+(Eqs. 1-4). The report's table gives, per layer and partition (and for Σ_p U_p):
+  - the asymmetry index ‖X − Xᵀ‖_F / ‖X‖_F of the learned and the effective matrix
+    (Section IV: unconstrained attention ends asymmetric; L Lᵀ is symmetric by design);
+  - how far the effective matrix is from Â, ‖U_p − Â_p‖_F / ‖Â_p‖_F (Section V: Â serves
+    only as an initialisation; for the bilinear mixer, which never sees Â, the same
+    distance is the reference);
+and, for a layer that aggregates joints (V_out < V_in, layer λ), which joints each new
+node draws on.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from stbln_jax import graph
+from stbln_jax import mixers
+from stbln_jax.data import ntu
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Only when run as a program: `stbln_jax.sweep` and `stbln_jax.main` also define --workdir.
+  flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
+  flags.DEFINE_integer('checkpoint_step', None, 'The checkpoint (default: latest).')
+  flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/analysis).')
+  flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
+
+
+JOINT_NAMES = ntu.JOINT_NAMES  # Kinect v2 order, 0-based
+
+
+def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
+  """(config, params, step) of a run's checkpoint: the one place that reads a run."""
+  from stbln_jax import checkpoint, sharding, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = workdir_lib.load_config(workdir)
+  mesh = sharding.make_mesh()
+  variables, _, step = checkpoint.restore_variables(workdir, sharding.replicated(mesh), step)
+  params = {k: v for k, v in variables['params'].items()}
+  return config, params, step
+
+
+# ---- The measures -------------------------------------------------------------
+
+def asymmetry_index(x: np.ndarray) -> float:
+  """‖X − Xᵀ‖_F / ‖X‖_F of a square matrix: 0 if symmetric, 2 if antisymmetric.
+
+  A zero matrix counts as symmetric (0).
+  """
+  x = np.asarray(x, np.float64)
+  if x.ndim != 2 or x.shape[0] != x.shape[1]:
+    raise ValueError(f'asymmetry needs a square matrix, got shape {x.shape}')
+  norm = np.linalg.norm(x)
+  return 0.0 if norm == 0 else float(np.linalg.norm(x - x.T) / norm)
+
+
+def relative_distance(x: np.ndarray, reference: np.ndarray) -> float:
+  """‖X − R‖_F / ‖R‖_F."""
+  x, reference = np.asarray(x, np.float64), np.asarray(reference, np.float64)
+  return float(np.linalg.norm(x - reference) / np.linalg.norm(reference))
+
+
+@dataclasses.dataclass
+class LayerMatrices:
+  """One layer's node maps, each (P, V_out, V_in)."""
+  layer: int
+  mixer: str
+  learned_name: str            # 'M', 'LLᵀ' or 'U'
+  learned: np.ndarray
+  effective: np.ndarray        # the U_p the layer applies
+  a_hat: np.ndarray | None     # None for the bilinear mixer
+
+
+def layer_matrices(mixer: str, layer: int, mixer_params: dict,
+                   a_hat: np.ndarray | None) -> LayerMatrices:
+  """The learned and effective matrices of one mixer's parameters (Eqs. 1-4)."""
+  if 'U' in mixer_params:
+    u = np.asarray(mixer_params['U'], np.float32)
+    return LayerMatrices(layer, 'bilinear', 'U', u, u, None)
+  if 'L' in mixer_params:
+    llt = np.asarray(mixers.symmetric_attention(np.asarray(mixer_params['L'])))
+    return LayerMatrices(layer, 'symmetric', 'LLᵀ', llt,
+                         np.asarray(mixers.symmetric_u(a_hat, np.asarray(mixer_params['L']))),
+                         a_hat)
+  if 'M' in mixer_params:
+    m = np.asarray(mixer_params['M'], np.float32)
+    if mixer == 'multiplicative':
+      return LayerMatrices(layer, mixer, 'M', m, np.asarray(mixers.multiplicative_u(a_hat, m)),
+                           a_hat)
+    return LayerMatrices(layer, 'additive', 'M', m, np.asarray(mixers.additive_u(a_hat, m)),
+                         a_hat)
+  raise ValueError(f'layer {layer}: mixer parameters {sorted(mixer_params)} hold none of '
+                   f'U, L, M')
+
+
+def network_matrices(config, params: dict) -> list[LayerMatrices]:
+  """Every layer with a spatial mixer ('layer_<i>/mixer'), in layer order.
+
+  Layers after λ have no node map (Fig. 3, 'lean') or a 1×1 one ('released'): left out.
+  """
+  mixer = config.model.mixer
+  a_hat = None
+  if mixer != 'bilinear':
+    a_hat = graph.ntu_adjacency(config.model.get('adjacency_normalization', 'mean'))
+  layers = []
+  for key, value in params.items():
+    match = re.fullmatch(r'layer_(\d+)', key)
+    if match and 'mixer' in value:
+      lm = layer_matrices(mixer, int(match.group(1)), dict(value['mixer']), a_hat)
+      if lm.effective.shape[-1] > 1:  # one node in, nothing to mix
+        layers.append(lm)
+  return sorted(layers, key=lambda l: l.layer)
+
+
+def layer_rows(lm: LayerMatrices) -> list[dict]:
+  """The report's table rows of one layer: each partition, then Σ_p (square maps only)."""
+  p, v_out, v_in = lm.effective.shape
+  if v_out != v_in:
+    return []
+  reference = lm.a_hat
+  if reference is None:
+    # The bilinear mixer never sees Â: the NTU graph's Â is the reference.
+    ntu = graph.ntu_adjacency()
+    reference = ntu if ntu.shape == lm.effective.shape else None
+  parts = [(str(i), lm.learned[i], lm.effective[i],
+            None if reference is None else reference[i]) for i in range(p)]
+  parts.append(('Σ', lm.learned.sum(0), lm.effective.sum(0),
+                None if reference is None else reference.sum(0)))
+  return [{
+      'layer': lm.layer, 'partition': name,
+      'asymmetry_learned': asymmetry_index(learned),
+      'asymmetry_effective': asymmetry_index(effective),
+      'asymmetry_a_hat': None if a is None else asymmetry_index(a),
+      'distance_from_a_hat': None if a is None else relative_distance(effective, a),
+  } for name, learned, effective, a in parts]
+
+
+def aggregated_nodes(lm: LayerMatrices, top: int = 5) -> list[dict]:
+  """For a layer with V_out < V_in: per new node and partition, the joints with most weight."""
+  p, v_out, v_in = lm.effective.shape
+  if v_out >= v_in:
+    return []
+  names = JOINT_NAMES if v_in == len(JOINT_NAMES) else tuple(f'node {j + 1}' for j in range(v_in))
+  out = []
+  for node in range(v_out):
+    for part in range(p):
+      w = lm.effective[part, node]
+      order = np.argsort(-np.abs(w))[:top]
+      share = np.abs(w) / max(np.abs(w).sum(), 1e-30)
+      out.append({'layer': lm.layer, 'node': node, 'partition': part,
+                  'joints': [(names[j], float(w[j]), float(share[j])) for j in order]})
+  return out
+
+
+# ---- Pictures -----------------------------------------------------------------
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def plot_layer(lm: LayerMatrices, path: str) -> None:
+  """One PNG: a row per partition; Â_p, the learned matrix and the effective U_p.
+
+  A layer that aggregates (V_out < V_in) shows its weights per input joint as bars.
+  """
+  plt = _pyplot()
+  p, v_out, v_in = lm.effective.shape
+  if v_out < v_in:
+    fig, axes = plt.subplots(p, 1, figsize=(10, 2.2 * p), squeeze=False)
+    names = JOINT_NAMES if v_in == len(JOINT_NAMES) else [str(j + 1) for j in range(v_in)]
+    for part in range(p):
+      ax = axes[part, 0]
+      for node in range(v_out):
+        ax.bar(np.arange(v_in) + node / (v_out + 1), lm.effective[part, node],
+               width=1 / (v_out + 1), label=f'node {node + 1}')
+      ax.set_xticks(np.arange(v_in))
+      ax.set_xticklabels(names, rotation=70, fontsize=6)
+      ax.set_title(f'layer {lm.layer}, partition {part}: U_p weights per joint', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return
+  columns = []
+  if lm.a_hat is not None:
+    columns.append(('Â_p', lm.a_hat))
+  columns.append((f'learned {lm.learned_name}', lm.learned))
+  if lm.mixer != 'bilinear':
+    columns.append(('effective U_p', lm.effective))
+  fig, axes = plt.subplots(p, len(columns), figsize=(3.4 * len(columns), 3.0 * p),
+                           squeeze=False)
+  for part in range(p):
+    for c, (title, mats) in enumerate(columns):
+      ax = axes[part, c]
+      m = mats[part]
+      bound = float(np.max(np.abs(m))) or 1.0
+      image = ax.imshow(m, cmap='RdBu_r', vmin=-bound, vmax=bound)
+      ax.set_title(f'{title}, p={part}', fontsize=9)
+      ax.set_xlabel('input joint', fontsize=7)
+      ax.set_ylabel('output joint', fontsize=7)
+      ticks = np.arange(0, m.shape[0], 5)
+      ax.set_xticks(ticks, [str(t + 1) for t in ticks])  # joints numbered from 1, as NTU's
+      ax.set_yticks(ticks, [str(t + 1) for t in ticks])
+      ax.tick_params(labelsize=6)
+      fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+  fig.suptitle(f'layer {lm.layer} ({lm.mixer})', fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+# ---- The report ---------------------------------------------------------------
+
+def _f(x: float | None) -> str:
+  return '—' if x is None else f'{x:.3f}'
+
+
+def write_report(config, params: dict, out_dir: str, *, title: str = '',
+                 top: int = 5) -> str:
+  """Writes report.md and the layer PNGs into `out_dir`; returns the report's path."""
+  os.makedirs(out_dir, exist_ok=True)
+  layers = network_matrices(config, params)
+  if not layers:
+    raise ValueError('the parameters hold no layer_<i>/mixer: nothing to analyse')
+  v = layers[0].effective.shape[-1]
+  lines = [f'# Spatial matrices of {title or "a trained network"}', '',
+           f'Mixer: `{config.model.mixer}` ({len(layers)} layers with a node map; '
+           f'λ = {config.model.aggregate_at}). Asymmetry ‖X − Xᵀ‖_F / ‖X‖_F: 0 when symmetric, '
+           f'√2 = 1.414 for a directed graph with no edge both ways (Â\'s inward and outward '
+           f'partitions), about {np.sqrt(2 * (v - 1) / v):.3f} for {v}×{v} independent random '
+           f'entries; '
+           f'distance ‖U_p − Â_p‖_F / ‖Â_p‖_F of the effective matrix from Â'
+           + (' (Â of the NTU graph for reference: this mixer never uses it).'
+              if config.model.mixer == 'bilinear' else '.'), '',
+           '| layer | partition | asymmetry of learned | asymmetry of effective '
+           '| asymmetry of Â | distance from Â |', '|---|---|---|---|---|---|']
+  for lm in layers:
+    for r in layer_rows(lm):
+      lines.append(f"| {r['layer']} | {r['partition']} | {_f(r['asymmetry_learned'])} "
+                   f"| {_f(r['asymmetry_effective'])} | {_f(r['asymmetry_a_hat'])} "
+                   f"| {_f(r['distance_from_a_hat'])} |")
+  aggregated = [a for lm in layers for a in aggregated_nodes(lm, top)]
+  if aggregated:
+    lines += ['', '## Aggregated nodes', '',
+              'Joints each new node draws on most (weight of U_p, share of Σ_j |U_p,ij|):', '',
+              '| layer | node | partition | joints |', '|---|---|---|---|']
+    for a in aggregated:
+      joints = ', '.join(f'{n} {w:+.3f} ({s:.0%})' for n, w, s in a['joints'])
+      lines.append(f"| {a['layer']} | {a['node'] + 1} | {a['partition']} | {joints} |")
+  lines += ['', '## Heatmaps', '']
+  for lm in layers:
+    name = f'layer_{lm.layer}.png'
+    plot_layer(lm, os.path.join(out_dir, name))
+    lines += [f'### Layer {lm.layer}', '', f'![layer {lm.layer}]({name})', '']
+  path = os.path.join(out_dir, 'report.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.workdir is None:
+    raise app.UsageError('--workdir is required (the --workdir of a training run)')
+  from stbln_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.show_only_own_info_logs()
+  config, params, step = load_run(FLAGS.workdir, FLAGS.checkpoint_step)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, 'analysis')
+  path = write_report(config, params, out, top=FLAGS.top_joints,
+                      title=f'{os.path.abspath(FLAGS.workdir)}, step {step}')
+  print(f'Wrote {path}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

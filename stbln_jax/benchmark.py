@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from stbln_jax import cli
 from stbln_jax import hostmem
 from stbln_jax import models
 
@@ -370,4 +371,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, input_errors=(models.ConfigError,))

@@ -68,3 +68,25 @@ def test_predict_and_ensemble_report_input_errors_as_one_line(tmp_path):
   assert_one_line_error(run_command('stbln_jax.predict', '--top_k=many'), '--top_k')
   assert_one_line_error(run_command('stbln_jax.ensemble', f'--workdirs={tmp_path}',
                                     '--weights=1,2'), 'weight')
+
+
+OTHER_COMMANDS = [
+    ('stbln_jax.flops', ['--config=configs/cv.py', '--config.model.mixer=foo'],
+     ["model.mixer='foo' is not a mixer"]),
+    ('stbln_jax.flops', ['--config=configs/missing.py'], ['--config=configs/missing.py']),
+    ('stbln_jax.benchmark', ['--repeats=x'], ['--repeats=x']),
+    ('stbln_jax.benchmark', ['--mixer=foo', '--frames=16', '--batch=4', '--num_layers=2',
+                             '--modes=infer'], ["model.mixer='foo' is not a mixer"]),
+    ('data_prep.build', ['ntu_rgbd/xview', '--manual_dir={tmp}/none'], ['is not a directory']),
+    ('data_prep.build', [], ['ntu_rgbd/xview']),
+    ('stbln_jax.sweep', ['--sweep=foo'], ['--sweep=foo']),
+    ('stbln_jax.analyze', ['--workdir={tmp}'], ['config.json not found']),
+    ('benchmarks.data', [], ['build|pipeline']),
+]
+
+
+@pytest.mark.parametrize('module,args,fragments', OTHER_COMMANDS,
+                         ids=[f'{m}-{i}' for i, (m, _, _) in enumerate(OTHER_COMMANDS)])
+def test_other_commands_report_input_errors_as_one_line(module, args, fragments, tmp_path):
+  result = run_command(module, *[a.format(tmp=tmp_path) for a in args])
+  assert_one_line_error(result, *fragments)

@@ -7,7 +7,9 @@ sequence with exactly that coordinate changed: no mutation passes silently as a
 different valid sequence.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from hypothesis import given, settings, strategies as st, HealthCheck
@@ -19,6 +21,7 @@ from stbln_jax.data import skeleton
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 _DIR = tempfile.mkdtemp(prefix='fuzz_skeleton_')
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 
 
 def read_bytes(data: bytes):

@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 
 from configs import default
+from stbln_jax import cli
 from stbln_jax import input_pipeline
 from stbln_jax.data import build
 from stbln_jax.data import ntu_rgbd
@@ -179,4 +180,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

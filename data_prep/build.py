@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from stbln_jax import cli
 from stbln_jax.data import build
 
 FLAGS = flags.FLAGS
@@ -69,4 +70,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  # A dataset name that is not an ntu_rgbd config is a ValueError (TFDS's or ours).
+  cli.run(main, input_errors=(ValueError,))

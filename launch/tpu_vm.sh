@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Trains on a Cloud TPU VM or a multi-host TPU slice: the same command runs on every
-# worker (one process per host); jax.distributed.initialize() (--multihost) finds the
-# other hosts from the TPU metadata.
+# worker (one process per host). --multihost reads the TPU metadata: the coordinator
+# is worker 0 (port 8482), the process count the number of workers and the process id
+# the worker's index; the --coordinator_address, --num_processes and --process_id
+# flags (or JAX_* variables) are not needed.
 #
 #   launch/tpu_vm.sh my-tpu us-central2-b configs/cv.py /mnt/shared/runs/cv
 #

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from stbln_jax import cli
 from stbln_jax import graph
 from stbln_jax import mixers
 from stbln_jax.data import ntu
@@ -288,4 +289,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

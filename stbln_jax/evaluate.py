@@ -206,7 +206,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir, sharding.replicated(mesh), checkpoint_step)
   eval_fn = make_eval_step(models.create_model(config.model), mesh)
   result = evaluate_split(eval_fn, variables, config, mesh, split, dataset)
-  steps_per_epoch = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  steps_per_epoch = (dataset.steps_per_epoch(config.train_split, config.batch_size)
+                     if config.batch_size > 0 else 0)
   # The run's evaluations are of its eval_split; another split has only this one.
   evaluations = progress.get('evaluations', []) if split == config.eval_split else []
   summary = write_reports(result, config, workdir, split, dataset, step=step,

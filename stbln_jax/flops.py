@@ -16,7 +16,6 @@ tracing and lowering it (nothing is compiled or run):
 """
 
 import json
-import sys
 from typing import Mapping
 
 from absl import app
@@ -26,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from stbln_jax import cli
 from stbln_jax import models
 
 FLAGS = flags.FLAGS
@@ -133,13 +133,10 @@ def main(argv):
   if FLAGS.config is None:
     raise app.UsageError('--config is required, e.g. --config=configs/cv.py')
   model_cfg = FLAGS.config.model
-  try:
-    if FLAGS.sweep_aggregate_at:
-      rows = sweep_aggregate_at(model_cfg, FLAGS.num_frames)
-    else:
-      rows = [model_cost(model_cfg, FLAGS.num_frames)]
-  except models.ConfigError as e:
-    sys.exit(f'error: {e}')
+  if FLAGS.sweep_aggregate_at:
+    rows = sweep_aggregate_at(model_cfg, FLAGS.num_frames)
+  else:
+    rows = [model_cost(model_cfg, FLAGS.num_frames)]
   if FLAGS.json:
     print(json.dumps(rows if FLAGS.sweep_aggregate_at else rows[0]))
   else:
@@ -151,4 +148,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, input_errors=(models.ConfigError,))

@@ -4,8 +4,13 @@ r"""Trains or evaluates a network on NTU RGB+D skeletons.
       --config.model.mixer=bilinear --config.model.aggregate_at=6
   python -m stbln_jax.main --mode=eval --workdir=/tmp/cv_bilinear
 
-Rerunning a training command resumes from the workdir's last checkpoint. Evaluation
-reads the config saved in the workdir unless --config is given.
+Rerunning a training command resumes from the workdir's last readable checkpoint.
+Evaluation reads the config saved in the workdir unless --config is given. With
+--multihost, one such process runs per host (launch/*: SLURM, TPU pods, several
+processes on one machine):
+
+  python -m stbln_jax.main --multihost --coordinator_address=10.0.0.1:12355 \
+      --num_processes=2 --process_id=0 --config=configs/cv.py --workdir=/shared/cv
 """
 
 from absl import app
@@ -14,9 +19,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from stbln_jax import checkpoint
 from stbln_jax import cli
 from stbln_jax import evaluate
+from stbln_jax import input_pipeline
 from stbln_jax import models
+from stbln_jax import sharding
 from stbln_jax import train
 from stbln_jax import workdir as workdir_lib
 
@@ -30,8 +38,17 @@ _CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
 _SPLIT = flags.DEFINE_string('split', None,
                              'eval: the split to evaluate (default: config.eval_split).')
 _MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Call jax.distributed.initialize() first (several processes: TPU '
-    'pod slices, SLURM or other clusters JAX detects).')
+    'multihost', False, 'Join a multi-process run first (jax.distributed.initialize): TPU '
+    'pod slices, SLURM and other clusters JAX detects, or the three flags below.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, '--multihost: host:port of process 0 (default: '
+    'JAX_COORDINATOR_ADDRESS, else detected from the cluster).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, '--multihost: how many processes (default: JAX_NUM_PROCESSES, '
+    'else detected).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, '--multihost: this process, 0 to num_processes - 1 (default: '
+    'JAX_PROCESS_ID, else detected).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 
@@ -41,7 +58,11 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.show_only_own_info_logs()
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    try:
+      sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                                      _PROCESS_ID.value)
+    except ValueError as e:
+      raise cli.InputError(f'--multihost: {e}') from e
   # The config is checked before anything is logged: an error is then the only line.
   if _MODE.value == 'train':
     if _CONFIG.value is None:
@@ -51,6 +72,9 @@ def main(argv):
   else:
     config = _CONFIG.value or workdir_lib.load_config(_WORKDIR.value)
     evaluate.validate_config(config)
+  if _MODE.value == 'eval' or not config.synthetic.enabled:  # the demo builds its own
+    with cli.quiet_logs():  # TFDS warns about a missing dataset before we say it
+      input_pipeline.open_dataset(config)
   logging.info('JAX process %d of %d; %d local of %d devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
@@ -63,4 +87,4 @@ def main(argv):
 
 if __name__ == '__main__':
   jax.config.config_with_absl()
-  cli.run(main, input_errors=(models.ConfigError,))
+  cli.run(main, input_errors=(models.ConfigError, checkpoint.CheckpointError))

@@ -40,6 +40,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from stbln_jax import checkpoint
+from stbln_jax import cli
 from stbln_jax import paper_results
 
 SWEEPS = ('table1', 'table2', 'fig4')
@@ -547,4 +548,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

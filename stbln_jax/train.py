@@ -258,10 +258,11 @@ class _TrainLog:
     seconds = time.perf_counter() - self._start
     values['samples_per_second'] = len(pending) * self.batch_size / seconds
     eta = seconds / len(pending) * (self.total_steps - step)
-    logging.info('epoch %d step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.1f samples/s, '
-                 'ETA %s', epoch, step, self.total_steps, values['loss'],
-                 values['accuracy'], values['learning_rate'], values['samples_per_second'],
-                 _format_duration(eta))
+    if jax.process_index() == 0:
+      logging.info('epoch %d step %d/%d: loss %.4f, accuracy %.3f, lr %.4g, %.1f samples/s, '
+                   'ETA %s', epoch, step, self.total_steps, values['loss'],
+                   values['accuracy'], values['learning_rate'],
+                   values['samples_per_second'], _format_duration(eta))
     writer.scalars(step, {f'train/{k}': v for k, v in values.items()})
     self._pending, self._start = [], time.perf_counter()
 
@@ -341,9 +342,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     entry = evaluate.evaluation_entry(
         result, epoch=evaluate.epochs_done(step, steps_per_epoch), step=step)
     evaluations.append(entry)
-    logging.info('epoch %s eval on %s (%d examples): top-1 %.2f%%, top-5 %.2f%%, '
-                 'loss %.4f', entry['epoch'], config.eval_split, result['num_examples'],
-                 100 * result['top1'], 100 * result['top5'], result['loss'])
+    if jax.process_index() == 0:
+      logging.info('epoch %s eval on %s (%d examples): top-1 %.2f%%, top-5 %.2f%%, '
+                   'loss %.4f', entry['epoch'], config.eval_split, result['num_examples'],
+                   100 * result['top1'], 100 * result['top5'], result['loss'])
     writer.scalars(step, {f'eval/{k}': entry[k] for k in ('top1', 'top5', 'loss')})
     return result
 
@@ -378,9 +380,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         summary = evaluate.write_reports(
             result, config, workdir, config.eval_split, dataset, step=done,
             epoch=evaluations[-1]['epoch'], evaluations=evaluations)
-        logging.info('Final: %s; reports (eval_%s.json, confusion_%s.png, scores_%s.npz) '
-                     'in %s.', evaluate.describe(summary), *[config.eval_split] * 3,
-                     workdir)
+        if jax.process_index() == 0:
+          logging.info('Final: %s; reports (eval_%s.json, confusion_%s.png, '
+                       'scores_%s.npz) in %s.', evaluate.describe(summary),
+                       *[config.eval_split] * 3, workdir)
       if (last or stop or
           (batch_in_epoch == 0 and epoch % config.checkpoint_every_epochs == 0)):
         checkpoint.save(manager, state,

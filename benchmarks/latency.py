@@ -28,6 +28,7 @@ import numpy as np
 
 from configs import default
 from stbln_jax import export
+from stbln_jax import cli
 from stbln_jax import models
 from stbln_jax import ops
 from stbln_jax import serving
@@ -142,4 +143,4 @@ def _show(row: dict) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, input_errors=(models.ConfigError,))

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from configs import default
+from stbln_jax import cli
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import train
@@ -382,4 +383,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, input_errors=(models.ConfigError,))

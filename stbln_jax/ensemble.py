@@ -20,12 +20,17 @@ from stbln_jax import cli
 from stbln_jax import metrics
 from stbln_jax import workdir as workdir_lib
 
-_WORKDIRS = flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.',
-                              required=True)
-_WEIGHTS = flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
-_SPLIT = flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
-_SCORES = flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
-                            'Fuse class probabilities or raw logits.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a command, so that importing the module defines none.
+  flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.',
+                    required=True)
+  flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
+  flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
+  flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
+                    'Fuse class probabilities or raw logits.')
 
 
 def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
@@ -105,9 +110,10 @@ def format_report(report: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  report = fuse(_WORKDIRS.value, _WEIGHTS.value, split=_SPLIT.value, scores=_SCORES.value)
+  report = fuse(FLAGS.workdirs, FLAGS.weights, split=FLAGS.split, scores=FLAGS.scores)
   print(format_report(report))
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main)

@@ -23,7 +23,6 @@ also writes a SavedModel through `jax2tf` (native serialisation of the same func
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -205,12 +204,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.show_only_own_info_logs()
-  try:
-    meta = export_run(FLAGS.workdir, FLAGS.output, batch_size=FLAGS.batch_size,
-                      num_frames=FLAGS.num_frames, step=FLAGS.checkpoint_step,
-                      platforms=FLAGS.platforms, saved_model=FLAGS.saved_model)
-  except (OSError, ValueError, RuntimeError) as e:
-    sys.exit(f'error: {e}')
+  meta = export_run(FLAGS.workdir, FLAGS.output, batch_size=FLAGS.batch_size,
+                    num_frames=FLAGS.num_frames, step=FLAGS.checkpoint_step,
+                    platforms=FLAGS.platforms, saved_model=FLAGS.saved_model)
   print(f'{FLAGS.output}: step {meta["step"]}, {meta["model"]["exported_as"]} '
         f'{meta["model"]["arch"]}, input {meta["input_shape"]}, {meta["size"]:,} bytes; '
         f'sidecar {serving.sidecar_path(FLAGS.output)}')
@@ -219,4 +215,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main)
+  cli.run(main, input_errors=(OSError, models.ConfigError, checkpoint.CheckpointError,
+                              serving.ExportError))

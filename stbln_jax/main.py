@@ -28,63 +28,69 @@ from stbln_jax import sharding
 from stbln_jax import train
 from stbln_jax import workdir as workdir_lib
 
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Directory for checkpoints, summaries and reports.',
-                               required=True)
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                          'train (and evaluate), or evaluate a checkpoint of the workdir.')
-_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
-                                        'eval: the step to evaluate (default: latest).')
-_SPLIT = flags.DEFINE_string('split', None,
-                             'eval: the split to evaluate (default: config.eval_split).')
-_MULTIHOST = flags.DEFINE_bool(
-    'multihost', False, 'Join a multi-process run first (jax.distributed.initialize): TPU '
-    'pod slices, SLURM and other clusters JAX detects, or the three flags below.')
-_COORDINATOR_ADDRESS = flags.DEFINE_string(
-    'coordinator_address', None, '--multihost: host:port of process 0 (default: '
-    'JAX_COORDINATOR_ADDRESS, else detected from the cluster).')
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, '--multihost: how many processes (default: JAX_NUM_PROCESSES, '
-    'else detected).')
-_PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, '--multihost: this process, 0 to num_processes - 1 (default: '
-    'JAX_PROCESS_ID, else detected).')
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
-                                          lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a command, so that importing the module defines none.
+  flags.DEFINE_string('workdir', None,
+                      'Directory for checkpoints, summaries and reports.',
+                      required=True)
+  flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
+                    'train (and evaluate), or evaluate a checkpoint of the workdir.')
+  flags.DEFINE_integer('checkpoint_step', None,
+                       'eval: the step to evaluate (default: latest).')
+  flags.DEFINE_string('split', None,
+                      'eval: the split to evaluate (default: config.eval_split).')
+  flags.DEFINE_bool(
+      'multihost', False, 'Join a multi-process run first (jax.distributed.initialize): TPU '
+      'pod slices, SLURM and other clusters JAX detects, or the three flags below.')
+  flags.DEFINE_string(
+      'coordinator_address', None, '--multihost: host:port of process 0 (default: '
+      'JAX_COORDINATOR_ADDRESS, else detected from the cluster).')
+  flags.DEFINE_integer(
+      'num_processes', None, '--multihost: how many processes (default: JAX_NUM_PROCESSES, '
+      'else detected).')
+  flags.DEFINE_integer(
+      'process_id', None, '--multihost: this process, 0 to num_processes - 1 (default: '
+      'JAX_PROCESS_ID, else detected).')
+  config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                  lock_config=True)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.show_only_own_info_logs()
-  if _MULTIHOST.value:
+  if FLAGS.multihost:
     try:
-      sharding.initialize_distributed(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
-                                      _PROCESS_ID.value)
+      sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                      FLAGS.process_id)
     except ValueError as e:
       raise cli.InputError(f'--multihost: {e}') from e
   # The config is checked before anything is logged: an error is then the only line.
-  if _MODE.value == 'train':
-    if _CONFIG.value is None:
+  if FLAGS.mode == 'train':
+    if FLAGS.config is None:
       raise cli.InputError('training needs --config (e.g. --config=configs/cv.py)')
-    config = _CONFIG.value
+    config = FLAGS.config
     train.validate_config(config)
   else:
-    config = _CONFIG.value or workdir_lib.load_config(_WORKDIR.value)
+    config = FLAGS.config or workdir_lib.load_config(FLAGS.workdir)
     evaluate.validate_config(config)
-  if _MODE.value == 'eval' or not config.synthetic.enabled:  # the demo builds its own
+  if FLAGS.mode == 'eval' or not config.synthetic.enabled:  # the demo builds its own
     with cli.quiet_logs():  # TFDS warns about a missing dataset before we say it
       input_pipeline.open_dataset(config)
   logging.info('JAX process %d of %d; %d local of %d devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
-  if _MODE.value == 'train':
-    train.train_and_evaluate(config, _WORKDIR.value)
+  if FLAGS.mode == 'train':
+    train.train_and_evaluate(config, FLAGS.workdir)
   else:
-    evaluate.evaluate(config, _WORKDIR.value, checkpoint_step=_CHECKPOINT_STEP.value,
-                      split=_SPLIT.value)
+    evaluate.evaluate(config, FLAGS.workdir, checkpoint_step=FLAGS.checkpoint_step,
+                      split=FLAGS.split)
 
 
 if __name__ == '__main__':
+  _define_flags()
   jax.config.config_with_absl()
   cli.run(main, input_errors=(models.ConfigError, checkpoint.CheckpointError))

@@ -27,11 +27,16 @@ from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import ntu_rgbd
 from stbln_jax.data import preprocess
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
-_CHECKPOINT_STEP = flags.DEFINE_integer('checkpoint_step', None,
-                                        'Checkpoint to use (default: latest).')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
-                              lower_bound=1)
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a command, so that importing the module defines none.
+  flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
+  flags.DEFINE_integer('checkpoint_step', None,
+                       'Checkpoint to use (default: latest).')
+  flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
+                       lower_bound=1)
 
 
 def preprocessing_of(dataset: str) -> str:
@@ -95,10 +100,11 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError('name one or more .skeleton files')
   cli.show_only_own_info_logs()
-  failed = run(_WORKDIR.value, argv[1:], top_k=_TOP_K.value,
-               checkpoint_step=_CHECKPOINT_STEP.value)
+  failed = run(FLAGS.workdir, argv[1:], top_k=FLAGS.top_k,
+               checkpoint_step=FLAGS.checkpoint_step)
   return 1 if failed else 0
 
 
 if __name__ == '__main__':
+  _define_flags()
   cli.run(main)

@@ -74,14 +74,20 @@ OTHER_COMMANDS = [
     ('stbln_jax.flops', ['--config=configs/cv.py', '--config.model.mixer=foo'],
      ["model.mixer='foo' is not a mixer"]),
     ('stbln_jax.flops', ['--config=configs/missing.py'], ['--config=configs/missing.py']),
-    ('stbln_jax.benchmark', ['--repeats=x'], ['--repeats=x']),
-    ('stbln_jax.benchmark', ['--mixer=foo', '--frames=16', '--batch=4', '--num_layers=2',
+    ('benchmarks.model', ['--repeats=x'], ['--repeats=x']),
+    ('benchmarks.model', ['--mixer=foo', '--frames=16', '--batch=4', '--num_layers=2',
                              '--modes=infer'], ["model.mixer='foo' is not a mixer"]),
     ('data_prep.build', ['ntu_rgbd/xview', '--manual_dir={tmp}/none'], ['is not a directory']),
     ('data_prep.build', [], ['ntu_rgbd/xview']),
     ('stbln_jax.sweep', ['--sweep=foo'], ['--sweep=foo']),
     ('stbln_jax.analyze', ['--workdir={tmp}'], ['config.json not found']),
     ('benchmarks.data', [], ['build|pipeline']),
+    ('stbln_jax.import_torch', ['--checkpoint={tmp}/missing.pt', '--config=configs/cv.py',
+                                '--workdir={tmp}/imported'], ['missing.pt']),
+    ('stbln_jax.export', ['--workdir={tmp}', '--output={tmp}/model.stablehlo'],
+     ['config.json']),
+    ('stbln_jax.stream', ['--export={tmp}/missing.stablehlo', 'S001C001P001R001A011.skeleton'],
+     ['missing.stablehlo']),
 ]
 
 

@@ -76,19 +76,19 @@ def test_the_implementation_is_chosen_once_for_a_block_of_code():
 
 def test_dft_works_in_blocks_where_that_saves_multiply_adds():
   # The cases above that exercise the blocks.
-  assert temporal._dft_block(61, 9, 4, 5) == 9
-  assert temporal._dft_block(31, 5, 8, 5) == 8  # stride 2: 31 frame pairs, 8 channels
-  assert temporal._dft_block(11, 9, 4, 5) is None
+  assert temporal.dft_block(61, 9, 4, 5) == 9
+  assert temporal.dft_block(31, 5, 8, 5) == 8  # stride 2: 31 frame pairs, 8 channels
+  assert temporal.dft_block(11, 9, 4, 5) is None
   # The paper's network at T = 300: blocks in the 64- and 128-channel layers (stride 2
   # included), one transform over the clip in the 256-channel ones.
-  assert temporal._dft_block(300, 9, 64, 64) is not None
-  assert temporal._dft_block(150, 9, 128, 128) is not None
-  assert temporal._dft_block(150, 5, 256, 128) is not None
-  assert temporal._dft_block(75, 9, 256, 256) is None
+  assert temporal.dft_block(300, 9, 64, 64) is not None
+  assert temporal.dft_block(150, 9, 128, 128) is not None
+  assert temporal.dft_block(150, 5, 256, 128) is not None
+  assert temporal.dft_block(75, 9, 256, 256) is None
   for frames, c in ((300, 64), (150, 128)):
-    block = temporal._dft_block(frames, 9, c, c)
-    assert (temporal._dft_macs(frames, 9, c, c, block)
-            < 0.8 * temporal._dft_macs(frames, 9, c, c, None))
+    block = temporal.dft_block(frames, 9, c, c)
+    assert (temporal.dft_macs(frames, 9, c, c, block)
+            < 0.8 * temporal.dft_macs(frames, 9, c, c, None))
 
 
 def test_dft_takes_one_real_product_where_the_spectrum_of_a_real_signal_is_real():
@@ -97,7 +97,7 @@ def test_dft_takes_one_real_product_where_the_spectrum_of_a_real_signal_is_real(
     spectrum = np.fft.rfft(x[:length])
     real = int(np.sum(np.abs(spectrum.imag) < 1e-9))
     assert real == (2 if length % 2 == 0 else 1)
-    assert temporal._dft_rows(length) == 3 * (len(spectrum) - real) + real
+    assert temporal.dft_rows(length) == 3 * (len(spectrum) - real) + real
 
 
 def _grouped_kernel_spectrum(kernel, stride, length, offset):
@@ -126,10 +126,10 @@ def test_dft_kernel_rows_are_the_grouped_kernels_spectrum_rows(taps, stride, len
   kernel = np.random.default_rng(1).normal(size=(taps, 1, 3, 2))
   h_re, h_im, left = _grouped_kernel_spectrum(kernel, stride, length, 0 if blocked else None)
   rows = np.stack([h_re, h_im - h_re, h_re + h_im], axis=1).reshape(-1, 3 * stride, 2)
-  r = temporal._dft_rows(length)
+  r = temporal.dft_rows(length)
   want = np.concatenate([rows[:1], rows[3:r + 2]])
   shift = -left if blocked else 0
-  g = temporal._kernel_rows(taps, stride, shift, length)
+  g = temporal.kernel_rows(taps, stride, shift, length)
   assert g.shape == (r * stride, taps)
   got = (g @ kernel.reshape(taps, -1)).reshape(r, 3 * stride, 2)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -139,7 +139,7 @@ def test_frame_range_pads_with_zeros_outside_the_clip():
   x = jnp.arange(1.0, 6.0)[:, None]  # frames 0..4 hold 1..5
   for first, count in [(-2, 4), (-3, 10), (0, 5), (3, 4), (7, 3), (-9, 3), (2, 1)]:
     want = [i + 1.0 if 0 <= i < 5 else 0.0 for i in range(first, first + count)]
-    np.testing.assert_array_equal(temporal._frame_range(x, first, count)[:, 0], want)
+    np.testing.assert_array_equal(temporal.frame_range(x, first, count)[:, 0], want)
 
 
 @pytest.mark.parametrize('first', [1.0, -1.0])

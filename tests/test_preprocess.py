@@ -76,8 +76,8 @@ def test_energy_is_2s_agcn_nonzero_std():
   track[5:8] = 0
   valid = track[np.r_[0:5, 8:20]]
   expected = sum(valid[:, :, c].std() for c in range(3))
-  assert preprocess._motion_energy(track) == pytest.approx(expected)
-  assert preprocess._motion_energy(np.zeros((4, V, 3))) == 0.0
+  assert preprocess.motion_energy(track) == pytest.approx(expected)
+  assert preprocess.motion_energy(np.zeros((4, V, 3))) == 0.0
 
 
 def test_single_body_leaves_second_person_zero(ntu_samples_dir):
@@ -541,7 +541,7 @@ def test_select_slots_ranks_by_energy():
   chosen = preprocess.select_slots(slots)
   np.testing.assert_array_equal(chosen[0], slots[2])
   np.testing.assert_array_equal(chosen[1], slots[0])  # a tie keeps order
-  assert preprocess._motion_energy(slots[1]) == 0.0
+  assert preprocess.motion_energy(slots[1]) == 0.0
 
 
 def test_axis_angle_rotation_is_2s_agcns():

@@ -49,7 +49,7 @@ class NoSkeletonError(skeleton_lib.SkeletonFormatError):
 # ---- Body selection ----------------------------------------------------------
 
 
-def _motion_energy(track: np.ndarray) -> float:
+def motion_energy(track: np.ndarray) -> float:
   """2s-AGCN's `get_nonzero_std`: over the frames whose coordinates do not
   sum to 0, the std of all x values of the body (frames x joints), plus that
   of y, plus that of z, in float64.
@@ -87,9 +87,9 @@ def body_slots(skeleton: skeleton_lib.Skeleton,
 def select_slots(slots: np.ndarray, num_persons: int = NUM_PERSONS
                  ) -> np.ndarray:
   """2s-AGCN's choice of persons: the `num_persons` slots of most motion
-  energy (`_motion_energy`), most first; ties (identical slots, in practice)
+  energy (`motion_energy`), most first; ties (identical slots, in practice)
   keep slot order. (S, T, V, 3) -> (num_persons, T, V, 3)."""
-  energy = np.array([_motion_energy(s) for s in slots])
+  energy = np.array([motion_energy(s) for s in slots])
   return slots[np.argsort(-energy, kind='stable')[:num_persons]]
 
 
@@ -98,7 +98,7 @@ def select_bodies(skeleton: skeleton_lib.Skeleton,
   """The `max_bodies` most moving bodies of a file, as persons ('tracked').
 
   Each body ID is followed over the frames where it appears (zeros elsewhere);
-  bodies are ranked by motion energy (`_motion_energy`, 2s-AGCN's) and the top
+  bodies are ranked by motion energy (`motion_energy`, 2s-AGCN's) and the top
   `max_bodies` are kept, most energetic first; ties keep the order of first
   appearance. Missing persons are all-zero. Unlike 2s-AGCN, which fills person
   slots by a body's position within each frame and drops bodies past the
@@ -122,7 +122,7 @@ def select_bodies(skeleton: skeleton_lib.Skeleton,
   for i, body_id in enumerate(ids):
     mine = rows.body_ids == body_id
     tracks[i, rows.frame_index[mine]] = rows.xyz[mine]
-  energy = np.array([_motion_energy(t) for t in tracks])
+  energy = np.array([motion_energy(t) for t in tracks])
   order = np.argsort(-energy, kind='stable')[:max_bodies]
   out[:, :len(order)] = tracks[order].transpose(1, 0, 2, 3)
   return out

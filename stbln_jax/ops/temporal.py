@@ -88,10 +88,10 @@ def _phase_groups(x: Array, stride: int) -> Array:
   return x.reshape(*x.shape[:-2], -1)
 
 
-def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
+def dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
   """Multiply-adds per node of 'dft' over `frames` frames, in blocks or in one piece.
 
-  With R = `_dft_rows(L)` real products (three per frequency, one at the real ones) the
+  With R = `dft_rows(L)` real products (three per frequency, one at the real ones) the
   transforms cost R·L·C and B·R·D per piece of B output frames read from L input frames,
   the products R·C·D. One piece has B = T and L = T + k/2; overlapping blocks have
   L = B + k - 1 and ceil(T/B) pieces.
@@ -100,10 +100,10 @@ def _dft_macs(frames: int, taps: int, c: int, d: int, block: int | None) -> int:
     pieces, out, length = 1, frames, frames + taps // 2
   else:
     pieces, out, length = -(-frames // block), block, block + taps - 1
-  return pieces * _dft_rows(length) * (length * c + c * d + out * d)
+  return pieces * dft_rows(length) * (length * c + c * d + out * d)
 
 
-def _dft_rows(length: int) -> int:
+def dft_rows(length: int) -> int:
   """Real products per channel pair in 'dft' over L frames.
 
   Three per frequency, F = L/2 + 1 of them, and one at the frequencies where the DFT of
@@ -114,14 +114,14 @@ def _dft_rows(length: int) -> int:
 
 
 def _live_rows(length: int) -> np.ndarray:
-  """The `_dft_rows(L)` rows 'dft' keeps of its 3F rows (frequency, k1/k2/k3): 0, 3 .. R + 1.
+  """The `dft_rows(L)` rows 'dft' keeps of its 3F rows (frequency, k1/k2/k3): 0, 3 .. R + 1.
 
   k2 and k3 are dead at f = 0 and, for even L, at the last frequency (`_temporal_conv_dft`).
   """
-  return np.r_[0, 3:_dft_rows(length) + 2]
+  return np.r_[0, 3:dft_rows(length) + 2]
 
 
-def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
+def dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   """Output frames per block for 'dft', or None for one transform over the whole clip.
 
   Overlap-save: short blocks make the transforms ≈ L²/B instead of ≈ T per frame and
@@ -131,13 +131,13 @@ def _dft_block(frames: int, taps: int, c: int, d: int) -> int | None:
   the 64-channel ones of a 64-frame clip.
   """
   best = min(range(taps, max(frames // 2, taps) + 1),
-             key=lambda b: _dft_macs(frames, taps, c, d, b))
-  if 5 * _dft_macs(frames, taps, c, d, best) < 4 * _dft_macs(frames, taps, c, d, None):
+             key=lambda b: dft_macs(frames, taps, c, d, b))
+  if 5 * dft_macs(frames, taps, c, d, best) < 4 * dft_macs(frames, taps, c, d, None):
     return best
   return None
 
 
-def _frame_range(x: Array, first: int, count: int) -> Array:
+def frame_range(x: Array, first: int, count: int) -> Array:
   """Frames first .. first + count - 1 of frames-major `x`, zeros outside the clip."""
   before = min(max(-first, 0), count)
   after = min(max(first + count - x.shape[0], 0), count - before)
@@ -156,20 +156,20 @@ def _overlapping_windows(x: Array, offset: int, block: int, length: int,
   """
   parts = []
   for start in range(0, length, block):
-    segment = _frame_range(x, start - offset, blocks * block)
+    segment = frame_range(x, start - offset, blocks * block)
     segment = segment.reshape(blocks, block, *x.shape[1:])
     parts.append(jnp.swapaxes(segment[:, :min(block, length - start)], 0, 1))
   return jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
 
 
-def _kernel_rows(kernel_size: int, stride: int, shift: int, length: int) -> np.ndarray:
+def kernel_rows(kernel_size: int, stride: int, shift: int, length: int) -> np.ndarray:
   """G, (R·s, k), with G·w the kernel's rows of the product per frequency in 'dft'.
 
   w is the kernel as (k, C·D). Tap i (group offset a_i, phase b_i, `_phase_taps`) sits at
   circular offset a_i - shift in L frames, so the spectrum of phase b's (C, D) block is
   H_b[f] = Σ_{i: b_i = b} w[i] exp(2πi·f·(a_i - shift)/L), and 'dft' multiplies by the
   rows H_re, H_im - H_re and H_re + H_im of each frequency, less the two dead ones at each
-  real frequency (`_dft_rows`). Row ρ·s + b of G gives row ρ for phase b, so that G·w
+  real frequency (`dft_rows`). Row ρ·s + b of G gives row ρ for phase b, so that G·w
   reshapes to (R, s·C, D) in the order of `_phase_groups`' channels.
   """
   a, b = _phase_taps(kernel_size, stride)
@@ -191,7 +191,7 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   DFT over frames is an (R × T) matrix (three real rows per frequency, one at the real
   frequencies, see below) and its inverse a (T × R) one, so the whole convolution is
   three matrix products with no FFT: X = D·x, the products per frequency (one batched
-  product), y = E·Y. Where it saves multiply-adds (`_dft_block`) the clip is cut into
+  product), y = E·Y. Where it saves multiply-adds (`dft_block`) the clip is cut into
   blocks of B output frames, each transformed with the k - 1 frames it overlaps its
   neighbours by (overlap-save): the blocks sit side by side in the columns of the same
   three products.
@@ -207,8 +207,8 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   t, n, v, c = x.shape
   # One transform over the clip, long enough that the circular convolution never wraps.
   length = max(t + max(-a_min, a_max), k)
-  shift = 0  # tap group a sits at circular offset a - shift (`_kernel_rows`)
-  block = _dft_block(t, k, c, d)
+  shift = 0  # tap group a sits at circular offset a - shift (`kernel_rows`)
+  block = dft_block(t, k, c, d)
   if block is None:
     blocks, out_frames = 1, t
   else:
@@ -244,8 +244,8 @@ def _temporal_conv_dft(x: Array, kernel: Array, stride: int) -> Array:
   r = len(live)
   dft, idft = dft[live], idft[:, live]
   # The kernel's rows H_re, H_im - H_re, H_re + H_im, in the grouped channels' order,
-  # straight from the kernel as one product (`_kernel_rows`).
-  g = jnp.asarray(_kernel_rows(kernel_size, stride, shift, length), jnp.float32)  # (R·s, k)
+  # straight from the kernel as one product (`kernel_rows`).
+  g = jnp.asarray(kernel_rows(kernel_size, stride, shift, length), jnp.float32)  # (R·s, k)
   h = jnp.dot(g, kernel.reshape(kernel_size, c_in * d).astype(jnp.float32),
               precision=jax.lax.Precision.HIGHEST).reshape(r, c, d)
 

@@ -168,7 +168,7 @@ def write_saved_model(model, variables: dict, input_shape, directory: str) -> No
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise RuntimeError(f'--saved_model={directory} needs TensorFlow: {e}') from e
+    raise cli.InputError(f'--saved_model={directory} needs TensorFlow: {e}') from e
   if input_shape[1] is None:
     model = model.clone(temporal_conv='xla')
   variables = jax.device_get(variables)

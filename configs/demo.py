@@ -5,7 +5,7 @@ r"""The demo: a small ST-BLN learns synthetic NTU-format skeletons on a laptop C
 It writes 600 synthetic `.skeleton` files (10 actions × 10 subjects × 3 cameras ×
 2 replications, `stbln_jax.data.synthetic`) under <workdir>/data, builds them with
 the `ntu_rgbd/xview` builder (train on cameras 2 and 3, test on camera 1), trains a
-4-layer ST-BLN on 64-frame clips for 16 epochs and evaluates it on the unseen
+4-layer lean ST-BLN on 64-frame clips for 16 epochs and evaluates it on the unseen
 camera (about a minute on 2 CPU cores). The actions differ by how they unfold,
 not by a held pose, so a clip holds nearly the whole action and the model must
 learn the motion to recognise the new view. Layer 3 aggregates the 25 joints into
@@ -21,7 +21,7 @@ def get_config():
   config.dataset = 'ntu_rgbd/xview'
   config.synthetic.enabled = True
 
-  config.model.arch = 'lean'  # the paper's text read literally (SPEC "Two architectures")
+  config.model.arch = 'lean'  # the paper's text read literally (stbln_jax/models.py)
   config.model.mixer = 'bilinear'
   config.model.channels = (16, 16, 32, 32)
   config.model.strides = (1, 1, 2, 1)

@@ -9,7 +9,7 @@ The loop is flat: global step s runs batch s % steps_per_epoch of epoch
 s // steps_per_epoch (`input_pipeline.train_stream`), so a run resumed at any step
 sees the batches and learning rates an uninterrupted run would have.
 
-The recipe (SPEC "Training"): SGD with Nesterov momentum 0.9, L2 weight decay 1e-4
+The paper's recipe: SGD with Nesterov momentum 0.9, L2 weight decay 1e-4
 added to the gradient before momentum as PyTorch's `SGD(weight_decay=...)` does,
 applied to every parameter (BatchNorm scales and offsets and the classifier bias
 included, as 2s-AGCN passes `model.parameters()` to the optimizer), learning rate

@@ -22,6 +22,7 @@ and the steps that can.
 """
 
 import gc
+import logging as std_logging
 import os
 import sys
 from typing import Any, Callable
@@ -225,6 +226,10 @@ def _drop_aborted_read_noise() -> None:
       previous(unraisable)
   hook.drops_aborted_read_noise = True
   sys.unraisablehook = hook
+  # Reads of the same checkpoint still in flight end as asyncio tasks whose failure
+  # nobody retrieves; asyncio logs each when it is collected.
+  std_logging.getLogger('asyncio').addFilter(
+      lambda record: not str(record.msg).startswith('Task exception was never retrieved'))
 
 
 def _try_load(load: Callable[[int], Any], step: int) -> Any:

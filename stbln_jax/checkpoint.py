@@ -216,7 +216,7 @@ def _is_aborted_read_noise(unraisable) -> bool:
 
 
 def _drop_aborted_read_noise() -> None:
-  """From the first failed read on, drops its noise (tracebacks in other threads)."""
+  """Drops what an aborted read leaves behind (tracebacks in other threads)."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_aborted_read_noise', False):
     return
@@ -229,10 +229,13 @@ def _drop_aborted_read_noise() -> None:
   # Reads of the same checkpoint still in flight end as asyncio tasks whose failure
   # nobody retrieves; asyncio logs each when it is collected.
   std_logging.getLogger('asyncio').addFilter(
-      lambda record: not str(record.msg).startswith('Task exception was never retrieved'))
+      lambda record: not str(record.msg).startswith(('Task exception was never retrieved',
+                                                     'Exception in callback')))
 
 
 def _try_load(load: Callable[[int], Any], step: int) -> Any:
+  # A failing read's other threads report before the failure reaches this frame.
+  _drop_aborted_read_noise()
   try:
     return load(step)
   except CheckpointError:
@@ -240,7 +243,6 @@ def _try_load(load: Callable[[int], Any], step: int) -> Any:
   except Exception as e:  # pylint: disable=broad-exception-caught
     # Orbax and TensorStore raise plain Exceptions, ValueErrors and OSErrors for
     # missing, truncated or garbled files alike.
-    _drop_aborted_read_noise()
     gc.collect()  # the aborted read's coroutines, now rather than at exit
     raise _Unreadable(_root_cause(e)) from e
 

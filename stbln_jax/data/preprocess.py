@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from stbln_jax.data import layouts
 from stbln_jax.data import ntu
 from stbln_jax.data import skeleton as skeleton_lib
 
@@ -39,7 +40,9 @@ NUM_SLOTS = 4
 MAX_FRAMES = 300
 PREPROCESSINGS = ('2s-agcn', 'tracked')
 STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
-_PARENTS = np.asarray(ntu.PARENTS)
+# What the last axis of a sample holds: 3D coordinates, 2D coordinates, or 2D
+# coordinates and the detector's score.
+CHANNELS = ('xyz', 'xy', 'xys')
 
 
 class NoSkeletonError(skeleton_lib.SkeletonFormatError):
@@ -419,31 +422,47 @@ def pad_or_crop(x: np.ndarray, num_frames: int) -> np.ndarray:
   return tiled[..., :num_frames, :, :, :]
 
 
-def to_bone(x: np.ndarray) -> np.ndarray:
-  """Bones (..., T, M, V, C): bone[child] = joint[child] - joint[parent] for
-  `ntu.NTU_BONES_1BASED`; the centre joint 21's bone is zero."""
+def to_bone(x: np.ndarray, layout: str = 'ntu25', channels: str = 'xyz') -> np.ndarray:
+  """Bones (..., T, M, V, C): bone[child] = joint[child] - joint[parent] over the
+  layout's tree (`layouts`); the centre joint's bone is zero.
+
+  With `channels` 'xys' (x, y, detection score) only x and y are differenced; a
+  bone's score is the mean of its two joints' scores, as in PYSKL.
+  """
   x = np.asarray(x)
-  # `take` gives the same array as x[..., _PARENTS, :], about 3x faster.
-  return x - np.take(x, _PARENTS, axis=-2)
+  parents = np.asarray(layouts.get_layout(layout).parents)
+  # `take` gives the same array as x[..., parents, :], about 3x faster.
+  parent = np.take(x, parents, axis=-2)
+  if channels == 'xys':
+    return np.concatenate([x[..., :2] - parent[..., :2],
+                           (x[..., 2:] + parent[..., 2:]) / 2], axis=-1)
+  return x - parent
 
 
-def to_motion(x: np.ndarray) -> np.ndarray:
+def to_motion(x: np.ndarray, channels: str = 'xyz') -> np.ndarray:
   """Frame differences (..., T, M, V, C): out[t] = x[t+1] - x[t]; the last
-  frame is zero."""
+  frame is zero. With `channels` 'xys' the score of out[t] is the mean of the
+  two frames' scores, as in PYSKL."""
   x = np.asarray(x)
   out = np.zeros_like(x)
   out[..., :-1, :, :, :] = x[..., 1:, :, :, :] - x[..., :-1, :, :, :]
+  if channels == 'xys':
+    out[..., :-1, :, :, 2:] = (x[..., 1:, :, :, 2:] + x[..., :-1, :, :, 2:]) / 2
   return out
 
 
-def select_stream(x: np.ndarray, name: str) -> np.ndarray:
-  """One of `STREAMS` computed from joints x (..., T, M, V, C)."""
+def select_stream(x: np.ndarray, name: str, layout: str = 'ntu25',
+                  channels: str = 'xyz') -> np.ndarray:
+  """One of `STREAMS` computed from joints x (..., T, M, V, C) of `layout`
+  whose last axis holds `channels` (one of `CHANNELS`)."""
+  if channels not in CHANNELS:
+    raise ValueError(f'unknown channels {channels!r}; expected one of {CHANNELS}')
   if name == 'joint':
     return np.asarray(x)
   if name == 'bone':
-    return to_bone(x)
+    return to_bone(x, layout, channels)
   if name == 'joint_motion':
-    return to_motion(x)
+    return to_motion(x, channels)
   if name == 'bone_motion':
-    return to_motion(to_bone(x))
+    return to_motion(to_bone(x, layout, channels), channels)
   raise ValueError(f'unknown stream {name!r}; expected one of {STREAMS}')

@@ -1,20 +1,31 @@
-r"""Builds NTU RGB+D records from raw `.skeleton` files, without TensorFlow.
+r"""Builds skeleton records (TFDS, array_record), without TensorFlow.
 
   python -m data_prep.build ntu_rgbd/xview \
       --manual_dir=/data/nturgbd_skeletons --data_dir=/data/tfds
+  python -m data_prep.build pose_annotations/coco17_2d \
+      --manual_dir=/data/ntu60_hrnet --data_dir=/data/tfds
 
-Configs: xview, xsub (NTU-60), xsub120, xset120 (NTU-120), preprocessed
-exactly as 2s-AGCN does; each also as `<config>_tracked`, with bodies followed
-by tracking ID (`stbln_jax.data.preprocess`).
+ntu_rgbd: NTU RGB+D from raw `.skeleton` files found recursively. Configs:
+xview, xsub (NTU-60), xsub120, xset120 (NTU-120), preprocessed exactly as
+2s-AGCN does; each also as `<config>_tracked`, with bodies followed by
+tracking ID (`stbln_jax.data.preprocess`).
+
+pose_annotations: one PYSKL/MMAction2 annotation pickle, or an OpenPose JSON
+tree `<split>/<class>/<clip>/*_keypoints.json`, in the manual dir, with an
+optional classes.txt (one class name a line). Configs `<layout>_<kind>`:
+layout ntu25, coco17 or openpose18; kind 3d (x, y, z), 2d (x, y normalised
+by the frame size, and the score) or 2d_xy (`stbln_jax.data.annotations`).
 
 Flags follow `tfds build` where they apply (--data_dir, --manual_dir,
 --overwrite, --num_processes); --num_processes sets the processes
 parsing `.skeleton` files (`tfds build` uses it for building several datasets
 at once). Several datasets may be given. Each build ends with a summary:
-records per split, files excluded, ignored and skipped, and why.
+records per split, files (or annotations) excluded, ignored and skipped, and
+why.
 
 With TensorFlow installed, `tfds build --imports stbln_jax.data.ntu_rgbd
-ntu_rgbd/xview --manual_dir=...` builds the same records.
+ntu_rgbd/xview --manual_dir=...` builds the same records (likewise
+`--imports stbln_jax.data.pose_annotations`).
 """
 
 from absl import app
@@ -36,7 +47,9 @@ def _define_flags():
       '~/tensorflow_datasets).')
   flags.DEFINE_string(
       'manual_dir', None,
-      'Folder searched recursively for .skeleton files (default: '
+      'ntu_rgbd: folder searched recursively for .skeleton files; '
+      'pose_annotations: folder with one .pkl annotation file or an OpenPose '
+      'JSON tree, and optionally classes.txt (default: '
       '<data_dir>/downloads/manual).')
   flags.DEFINE_bool(
       'overwrite', False, 'Delete and rebuild a dataset that already exists.')
@@ -53,7 +66,9 @@ def main(argv):
   if not names:
     raise app.UsageError(
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
-        'xsub, xsub120, xset120, each also as <config>_tracked).')
+        'xsub, xsub120, xset120, each also as <config>_tracked) or '
+        'pose_annotations/coco17_2d (configs: <layout>_<kind>, layout ntu25, '
+        'coco17 or openpose18, kind 3d, 2d or 2d_xy).')
   if FLAGS.quiet:
     logging.set_verbosity(logging.ERROR)
   for name in names:
@@ -70,5 +85,6 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  # A dataset name that is not an ntu_rgbd config is a ValueError (TFDS's or ours).
+  # A dataset name that is not a config, or an annotation file that cannot be
+  # used, is a ValueError (TFDS's or ours: AnnotationError is one).
   cli.run(main, input_errors=(ValueError,))

@@ -1,8 +1,9 @@
-"""Builds `ntu_rgbd/<config>` records from raw `.skeleton` files, from Python.
+"""Builds `ntu_rgbd/<config>` and `pose_annotations/<config>` records, from Python.
 
 Owns `build_dataset` (what `python -m data_prep.build` and demos call) and the
-`BuildSummary` it returns: records per split, files excluded, ignored or
-skipped (with the reason), time taken. No TensorFlow is imported.
+`BuildSummary` it returns: records per split, `.skeleton` files or annotations
+excluded, ignored or skipped (with the reason), time taken. No TensorFlow is
+imported.
 """
 
 from __future__ import annotations
@@ -17,7 +18,28 @@ import time
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
-from stbln_jax.data import ntu_rgbd  # registers the `ntu_rgbd` builder
+# Importing the builders registers `ntu_rgbd` and `pose_annotations`.
+from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import pose_annotations
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wording:
+  """How a summary speaks of one builder's inputs."""
+
+  found: str  # what is counted: '.skeleton files'
+  rate: str  # their unit per second: 'files'
+  ignored: str  # why some are ignored
+  excluded: str | None  # the list some are excluded by (None: no such list)
+
+
+_WORDING = {
+    ntu_rgbd.NtuRgbd: _Wording('.skeleton files', 'files',
+                               'action outside the config',
+                               'official missing-skeleton list'),
+    pose_annotations.PoseAnnotations: _Wording(
+        'annotations', 'annotations', 'in no split', None),
+}
 
 
 @dataclasses.dataclass
@@ -28,15 +50,19 @@ class BuildSummary:
     dataset: the TFDS name, e.g. 'ntu_rgbd/xview'.
     data_dir: the directory holding the records and dataset_info.json.
     examples: records per split, e.g. {'train': 37646, 'test': 18932}.
-    num_files: `.skeleton` files found under the manual dir.
-    num_parsed: files handed to the parser (records + parse failures).
+    num_files: `.skeleton` files (or annotations) found under the manual dir.
+    num_parsed: files handed to the parser, or annotations converted
+      (records + failures).
     excluded: samples left out because they are on the official
       missing-skeleton list.
-    ignored: files of actions outside the config (e.g. A061+ for NTU-60).
-    skipped: files that gave no record, each with the reason.
+    ignored: files of actions outside the config (e.g. A061+ for NTU-60), or
+      annotations in no split.
+    skipped: files or annotations (by frame_dir) that gave no record, each
+      with the reason.
     elapsed_s: wall time of the build.
     reused: the dataset already existed and was not rebuilt (the file counts
       are then zero).
+    splits_left_out: splits that gave no record, each with the reason.
   """
 
   dataset: str
@@ -49,10 +75,14 @@ class BuildSummary:
   skipped: list[ntu_rgbd.SkippedFile]
   elapsed_s: float
   reused: bool
+  splits_left_out: list[pose_annotations.Skipped] = dataclasses.field(
+      default_factory=list)
+  wording: _Wording = _WORDING[ntu_rgbd.NtuRgbd]
 
   @property
   def files_per_s(self) -> float:
-    """Files parsed and written (or skipped) per second of build time."""
+    """Files (or annotations) parsed and written, or skipped, per second of
+    build time."""
     return self.num_parsed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
   def format(self) -> str:
@@ -63,16 +93,20 @@ class BuildSummary:
     lines.append('  examples: ' + ', '.join(
         f'{split} {n:,}' for split, n in sorted(self.examples.items())))
     if not self.reused:
+      words = self.wording
       lines.append(
-          f'  {self.num_files:,} .skeleton files found; {self.num_parsed:,} '
-          f'parsed in {self.elapsed_s:.1f} s ({self.files_per_s:,.0f} files/s)')
-      lines.append(f'  {len(self.excluded):,} excluded (official '
-                   'missing-skeleton list)')
+          f'  {self.num_files:,} {words.found} found; {self.num_parsed:,} '
+          f'parsed in {self.elapsed_s:.1f} s ({self.files_per_s:,.0f} '
+          f'{words.rate}/s)')
+      if words.excluded is not None:
+        lines.append(f'  {len(self.excluded):,} excluded ({words.excluded})')
       if self.ignored:
-        lines.append(f'  {self.ignored:,} ignored (action outside the config)')
+        lines.append(f'  {self.ignored:,} ignored ({words.ignored})')
       lines.append(f'  {len(self.skipped):,} skipped'
                    + (':' if self.skipped else ''))
       lines.extend(f'    {s.path}: {s.reason}' for s in self.skipped)
+      lines.extend(f'  split {s.path} left out: {s.reason}'
+                   for s in self.splits_left_out)
     return '\n'.join(lines)
 
 
@@ -96,14 +130,19 @@ def build_dataset(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> BuildSummary:
-  """Parses the `.skeleton` files under `manual_dir` into `name`'s records.
+  """Parses the raw data under `manual_dir` into `name`'s records.
 
   Args:
-    name: 'ntu_rgbd/<config>' with config xview, xsub, xsub120 or xset120.
-    manual_dir: searched recursively for `.skeleton` files (None: TFDS's
-      default `<data_dir>/downloads/manual`).
+    name: 'ntu_rgbd/<config>' with config xview, xsub, xsub120 or xset120
+      (each also `<config>_tracked`), or 'pose_annotations/<layout>_<kind>'
+      (e.g. 'pose_annotations/coco17_2d').
+    manual_dir: for ntu_rgbd, searched recursively for `.skeleton` files; for
+      pose_annotations, a folder with one `.pkl` annotation file or an
+      OpenPose JSON tree, and optionally classes.txt (None: TFDS's default
+      `<data_dir>/downloads/manual`).
     data_dir: TFDS data dir (None: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
-    num_workers: parsing processes (None: all cores; 1: this process only).
+    num_workers: processes parsing `.skeleton` files (None: all cores; 1:
+      this process only); annotations are converted in this process.
     overwrite: rebuild even if the dataset exists.
     quiet: no progress bars and no TFDS messages on stdout.
 
@@ -112,9 +151,15 @@ def build_dataset(
   """
   if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
     raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
-  builder = tfds.builder(name, data_dir=data_dir, num_workers=num_workers)
-  if not isinstance(builder, ntu_rgbd.NtuRgbd):
-    raise ValueError(f'{name!r} is not an ntu_rgbd config')
+  try:
+    builder_cls = tfds.builder_cls(name.split('/')[0])
+  except tfds.core.registered.DatasetNotFoundError:
+    builder_cls = None
+  if builder_cls not in _WORDING:
+    raise ValueError(f'{name!r} is not an ntu_rgbd or pose_annotations config')
+  kwargs = ({'num_workers': num_workers}
+            if builder_cls is ntu_rgbd.NtuRgbd else {})
+  builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   reused = builder.is_prepared() and not overwrite
@@ -140,4 +185,6 @@ def build_dataset(
       skipped=sorted(report.skipped, key=lambda s: s.path),
       elapsed_s=elapsed,
       reused=reused,
+      splits_left_out=list(getattr(report, 'splits_left_out', [])),
+      wording=_WORDING[builder_cls],
   )

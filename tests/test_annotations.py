@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 
@@ -253,11 +254,41 @@ def test_to_sample_rejects_a_negative_label_without_classes():
   assert annotations.to_sample(annotation, 'coco17', '2d').shape == (2, 2, 17, 3)
 
 
+@pytest.mark.parametrize('change, fragment', [
+    ({'img_shape': (0, 640)}, 'img_shape (0, 640) is not two positive sizes'),
+    ({'img_shape': '480x640'}, "img_shape '480x640' is not (height, width)"),
+    ({'img_shape': (1e-40, 1e-40)}, 'does not fit float32 once normalised'),
+    ({'total_frames': 2.0}, 'total_frames 2.0 is not a positive integer'),
+    ({'frame_dir': 'é'}, 'frame_dir is not ASCII of at most 64 bytes'),
+    ({'frame_dir': 'x' * 65}, 'frame_dir is not ASCII of at most 64 bytes'),
+    ({'label': True}, 'label True is not an integer'),
+    ({'keypoint': [[['a']]]}, 'keypoint is not a numeric array'),
+])
+def test_to_sample_names_what_is_wrong(change, fragment):
+  annotation = {**mmaction_annotation('clip', 2, 0), **change}
+  with pytest.raises(annotations.AnnotationError, match=re.escape(fragment)):
+    annotations.to_sample(annotation, 'coco17', '2d')
+
+
 def test_a_file_with_nothing_usable_is_one_clear_error(tmp_path):
   write_pickle(tmp_path / 'raw' / 'bad.pkl', {'train': ['x']},
                [mmaction_annotation('x', 2, 0, num_joints=18)])
   with pytest.raises(annotations.AnnotationError,
                      match='no annotation .* gives a record.*x: keypoint has'):
+    build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+
+
+def test_a_manual_dir_without_annotations_is_a_clear_error(tmp_path):
+  (tmp_path / 'raw').mkdir()
+  (tmp_path / 'raw' / 'readme.txt').write_text('nothing here')
+  with pytest.raises(FileNotFoundError, match='no .pkl annotation file and no '
+                     'OpenPose tree'):
+    build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+  for name in ('a.pkl', 'b.pkl'):
+    (tmp_path / 'raw' / name).write_bytes(b'')
+  with pytest.raises(annotations.AnnotationError, match='holds 2 .pkl files'):
     build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
                         data_dir=tmp_path / 'tfds', quiet=True)
 

@@ -254,6 +254,14 @@ def test_manual_dir_without_skeletons_is_a_clear_error(tmp_path):
                         data_dir=tmp_path / 'tfds', quiet=True)
 
 
+def test_empty_manual_dir_or_other_dataset_is_a_clear_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match='is empty'):
+    build.build_dataset('ntu_rgbd/xview', manual_dir=tmp_path,
+                        data_dir=tmp_path / 'tfds', quiet=True)
+  with pytest.raises(ValueError, match='not an ntu_rgbd or pose_annotations'):
+    build.build_dataset('mnist', manual_dir=tmp_path, data_dir=tmp_path / 'tfds')
+
+
 def _run(args, **kwargs):
   env = {**os.environ, 'PYTHONPATH': str(REPO_ROOT)}
   return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True,

@@ -1,13 +1,17 @@
-"""Property-based tests of the `.skeleton` reader (`read_skeleton`).
+"""Property-based tests of the raw-data readers.
 
-Any bytes either parse or raise `SkeletonFormatError`, never another exception.
-A small valid file with one token changed either raises `SkeletonFormatError` or,
-when the change is a coordinate replaced by another number, parses to the same
-sequence with exactly that coordinate changed: no mutation passes silently as a
-different valid sequence.
+The `.skeleton` reader (`read_skeleton`): any bytes either parse or raise
+`SkeletonFormatError`, never another exception. A small valid file with one token
+changed either raises `SkeletonFormatError` or, when the change is a coordinate
+replaced by another number, parses to the same sequence with exactly that
+coordinate changed: no mutation passes silently as a different valid sequence.
+
+Annotations (`annotations.to_sample`) and OpenPose JSON (`openpose.parse_frame`):
+any input either gives a valid sample (frames) or raises `AnnotationError`.
 """
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -16,6 +20,9 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 import numpy as np
 import pytest
 
+from stbln_jax.data import annotations
+from stbln_jax.data import layouts
+from stbln_jax.data import openpose
 from stbln_jax.data import skeleton
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -212,3 +219,159 @@ def test_cut_or_flipped_valid_files_parse_or_raise_the_format_error(data, lines)
     at = data.draw(st.integers(0, len(raw) - 1))
     raw[at] = data.draw(st.integers(0, 255))
   parses_or_format_error(bytes(raw))
+
+
+# ---- Annotations (PYSKL/MMAction2) ----------------------------------------------
+
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                    st.floats(-1e40, 1e40), st.integers(-2**70, 2**70),
+                    st.sampled_from([0, 1, 0.005]))
+ODD_VALUES = st.one_of(st.none(), st.booleans(), st.text(max_size=5), NUMBERS,
+                       st.lists(NUMBERS, max_size=3),
+                       st.dictionaries(st.text(max_size=3), NUMBERS, max_size=2))
+
+
+def often(usual, rare):
+  """`usual` three times in four, else `rare`."""
+  return st.integers(0, 3).flatmap(lambda i: rare if i == 3 else usual)
+
+
+@st.composite
+def arrays(draw, shape):
+  """An array of `shape` (mostly) or a nearby one, of a drawn dtype, or a list."""
+  shape = list(shape)
+  if draw(st.integers(0, 7)) == 7:
+    shape = draw(st.lists(st.integers(0, 4), max_size=5))
+  elif draw(st.integers(0, 7)) == 7:
+    axis = draw(st.integers(0, len(shape) - 1))
+    shape[axis] = max(0, shape[axis] + draw(st.sampled_from([-1, 1])))
+  rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+  values = np.array(rng.uniform(-1, 1, shape) * draw(st.sampled_from([1, 1e3, 1e30])))
+  if values.size and draw(st.integers(0, 3)) == 3:
+    values.flat[draw(st.integers(0, values.size - 1))] = draw(NUMBERS)
+  dtype = draw(st.sampled_from([np.float32, np.float16, np.float64, np.int64, object]))
+  with np.errstate(all='ignore'):
+    array = values.astype(dtype)
+  return array.tolist() if draw(st.integers(0, 4)) == 4 else array
+
+
+@st.composite
+def annotation_dicts(draw):
+  """(annotation, layout, kind): an annotation near the schema, with valid parts,
+  some replaced by odd values or removed."""
+  layout = draw(st.sampled_from(sorted(layouts.LAYOUTS)))
+  kind = draw(st.sampled_from(annotations.KINDS))
+  m, t = draw(often(st.integers(1, 3), st.just(0))), draw(st.integers(1, 4))
+  v = layouts.get_layout(layout).num_joints
+  annotation = {
+      'frame_dir': draw(often(st.sampled_from(['clip', 'S001C001P001R001A001',
+                                               'x' * 64]),
+                              st.text(max_size=70))),
+      'total_frames': t,
+      'label': draw(often(st.integers(0, 5), st.just(-1))),
+      'keypoint': draw(arrays((m, t, v, annotations.INPUT_CHANNELS[kind]))),
+      'keypoint_score': draw(arrays((m, t, v))),
+      'img_shape': draw(often(st.sampled_from([(480, 640), (1e-40, 1e-40),
+                                               (1, 1e300)]),
+                              st.tuples(NUMBERS, NUMBERS) | ODD_VALUES)),
+  }
+  num_changes = draw(st.sampled_from([0, 0, 1, 2]))
+  for key in draw(st.lists(st.sampled_from(sorted(annotation)), min_size=num_changes,
+                           max_size=num_changes, unique=True)):
+    if draw(st.booleans()):
+      del annotation[key]
+    else:
+      annotation[key] = draw(ODD_VALUES)
+  return annotation, layout, kind
+
+
+@SETTINGS
+@given(drawn=annotation_dicts(), num_persons=st.integers(1, 3),
+       num_classes=st.sampled_from([None, 3]))
+def test_to_sample_gives_a_valid_sample_or_the_annotation_error(drawn, num_persons,
+                                                               num_classes):
+  annotation, layout, kind = drawn
+  try:
+    sample = annotations.to_sample(annotation, layout, kind, num_persons,
+                                   num_classes=num_classes)
+  except annotations.AnnotationError:
+    return
+  assert sample.dtype == np.float32
+  assert sample.shape == (annotation['total_frames'], num_persons,
+                          layouts.get_layout(layout).num_joints,
+                          len(annotations.CHANNELS[kind]))
+  assert np.isfinite(sample).all()
+  assert 0 <= annotation['label'] < (num_classes or 6)
+
+
+@SETTINGS
+@given(value=ODD_VALUES | st.binary(max_size=20))
+def test_to_sample_of_a_non_dict_is_the_annotation_error(value):
+  with pytest.raises(annotations.AnnotationError):
+    annotations.to_sample(value, 'coco17', '2d')
+
+
+# ---- OpenPose JSON ------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(['people', 'pose_keypoints_2d', 'x']), inner, max_size=3),
+    max_leaves=20)
+
+
+@st.composite
+def openpose_frames(draw):
+  """A frame's JSON text near OpenPose's output (NaN and Infinity as Python's
+  json writes them), sometimes cut short."""
+  people = []
+  for _ in range(draw(st.integers(0, 3))):
+    size = 3 * draw(st.sampled_from([25, 18, 18, 0, 1, 24]))
+    values = draw(st.lists(NUMBERS | st.integers(0, 2000), min_size=size,
+                           max_size=size))
+    person = {'person_id': [-1], 'pose_keypoints_2d': values}
+    people.append(draw(JSON) if draw(st.integers(0, 5)) == 0 else person)
+  frame = {'version': 1.3, 'people': people}
+  text = json.dumps(draw(JSON) if draw(st.integers(0, 5)) == 0 else frame)
+  if draw(st.integers(0, 4)) == 0:
+    text = text[:draw(st.integers(0, len(text)))]
+  return text
+
+
+def parses_or_annotation_error(text) -> None:
+  try:
+    people = openpose.parse_frame(text, 'frame.json')
+  except annotations.AnnotationError:
+    return
+  assert len({len(p) for p in people}) <= 1
+  for pose in people:
+    assert pose.shape in ((25, 3), (18, 3)) and np.isfinite(pose).all()
+
+
+@SETTINGS
+@given(text=openpose_frames())
+def test_openpose_frames_parse_or_raise_the_annotation_error(text):
+  parses_or_annotation_error(text)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=500) | JSON.map(json.dumps))
+def test_any_json_or_bytes_parse_or_raise_the_annotation_error(data):
+  parses_or_annotation_error(data)
+
+
+POSE = st.lists(st.floats(0, 1000), min_size=3 * 18, max_size=3 * 18).map(
+    lambda values: np.array(values).reshape(18, 3))
+
+
+@SETTINGS
+@given(frames=st.lists(st.lists(POSE, max_size=3), min_size=1, max_size=5))
+def test_tracks_hold_each_detected_pose_once(frames):
+  tracks = openpose.track_people(frames)
+  for t, people in enumerate(frames):
+    detected = [p for p in people if (p[:, 2] > 0).any()]
+    held = [track[t] for track in tracks if (track[t] != 0).any()]
+    assert len(held) == len([p for p in detected if (p != 0).any()])
+    for pose in detected:
+      assert sum((pose == track[t]).all() for track in tracks) >= 1

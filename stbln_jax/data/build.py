@@ -149,14 +149,16 @@ def build_dataset(
   Returns:
     The `BuildSummary`; `str(summary.format())` is the report to print.
   """
-  if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
-    raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
   try:
     builder_cls = tfds.builder_cls(name.split('/')[0])
   except tfds.core.registered.DatasetNotFoundError:
     builder_cls = None
   if builder_cls not in _WORDING:
     raise ValueError(f'{name!r} is not an ntu_rgbd or pose_annotations config')
+  if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
+    raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
+  if manual_dir is not None and not any(pathlib.Path(manual_dir).iterdir()):
+    raise FileNotFoundError(f'manual_dir {manual_dir} is empty')
   kwargs = ({'num_workers': num_workers}
             if builder_cls is ntu_rgbd.NtuRgbd else {})
   builder = tfds.builder(name, data_dir=data_dir, **kwargs)

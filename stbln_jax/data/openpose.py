@@ -87,8 +87,10 @@ def parse_frame(text: str | bytes, where: str = '<json>') -> list[np.ndarray]:
       raise AnnotationError(
           f'{where}: people[{i}].pose_keypoints_2d has {len(values)} values, '
           f'not 3 x {" or ".join(map(str, MODELS))} (BODY_25 or COCO-18)')
-    with np.errstate(over='ignore'):
+    try:
       pose = np.array(values, np.float64).reshape(-1, 3)
+    except OverflowError:  # an integer beyond float64
+      pose = np.full((1, 3), np.inf)
     if not np.isfinite(pose).all():
       raise AnnotationError(
           f'{where}: people[{i}].pose_keypoints_2d holds NaN or infinite values')

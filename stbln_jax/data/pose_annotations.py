@@ -22,6 +22,7 @@ never fatal, unless no record at all is left.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import pathlib
 
@@ -189,7 +190,8 @@ class PoseAnnotations(tfds.core.GeneratorBasedBuilder):
     # known before writing and a split left with no record is left out.
     good, labels = {}, []
     for annotation in source.data['annotations']:
-      name = annotation.get('frame_dir') if isinstance(annotation, dict) else None
+      name = (annotation.get('frame_dir')
+              if isinstance(annotation, collections.abc.Mapping) else None)
       if not isinstance(name, str) or name in good:
         continue  # already reported by select_annotations
       self.report.num_parsed += 1

@@ -27,7 +27,8 @@ layout (`layouts`) and one kind (`KINDS`):
 (w/2), y -> (y - h/2) / (h/2), and a keypoint whose score is at most
 `SCORE_THRESHOLD` (undetected) gets x = y = 0. Persons: the `num_persons` of
 highest total score (2D with scores) or of most motion (`preprocess.
-motion_energy`; 3D) are kept, in that order; fewer are padded with zeros.
+motion_energy`: 3D, or 2D without scores) are kept, in that order; fewer are
+padded with zeros.
 """
 
 from __future__ import annotations

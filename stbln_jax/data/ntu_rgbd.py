@@ -272,7 +272,7 @@ def worker_pool(num_workers: int):
 
 
 @contextlib.contextmanager
-def _shuffle_buffer_in_memory():
+def shuffle_buffer_in_memory():
   """Keeps TFDS's shuffle buffer in memory for the whole split.
 
   Above 1 GiB TFDS spills the buffer to temporary files through `tf.io.gfile`,
@@ -287,7 +287,7 @@ def _shuffle_buffer_in_memory():
     tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
 
 
-class _SnappyArrayRecordWriter(tfds_writer.ExampleWriter):
+class SnappyArrayRecordWriter(tfds_writer.ExampleWriter):
   """Writes array_record shards compressed with snappy.
 
   TFDS's default (zstd:3) takes ~10x longer to write a record (~0.8 ms of the
@@ -393,13 +393,13 @@ class NtuRgbd(tfds.core.GeneratorBasedBuilder):
 
   def _example_writer(self) -> tfds_writer.ExampleWriter:
     if self.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-      return _SnappyArrayRecordWriter()
+      return SnappyArrayRecordWriter()
     return super()._example_writer()
 
   def _download_and_prepare(self, dl_manager, download_config):
     self.report = BuildReport()
     with contextlib.ExitStack() as stack:
-      stack.enter_context(_shuffle_buffer_in_memory())
+      stack.enter_context(shuffle_buffer_in_memory())
       if self.num_workers > 1:
         self._pool = stack.enter_context(worker_pool(self.num_workers))
       try:

@@ -161,12 +161,12 @@ class PoseAnnotations(tfds.core.GeneratorBasedBuilder):
 
   def _example_writer(self) -> tfds_writer.ExampleWriter:
     if self.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-      return ntu_rgbd._SnappyArrayRecordWriter()  # pylint: disable=protected-access
+      return ntu_rgbd.SnappyArrayRecordWriter()
     return super()._example_writer()
 
   def _download_and_prepare(self, dl_manager, download_config):
     self.report = BuildReport()
-    with ntu_rgbd._shuffle_buffer_in_memory():  # pylint: disable=protected-access
+    with ntu_rgbd.shuffle_buffer_in_memory():
       super()._download_and_prepare(dl_manager, download_config)
 
   def _skip(self, skipped: Skipped):

@@ -12,7 +12,8 @@ Writes <workdir>/analysis/report.md and one PNG per layer: per partition p, heat
     only as an initialisation; for the bilinear mixer, which never sees Â, the same
     distance is the reference);
 and, for a layer that aggregates joints (V_out < V_in, layer λ), which joints each new
-node draws on.
+node draws on. Â and the joint names are those of the run's skeleton layout
+(`config.model.layout`, default 'ntu25').
 """
 
 import dataclasses
@@ -27,7 +28,7 @@ import numpy as np
 from stbln_jax import cli
 from stbln_jax import graph
 from stbln_jax import mixers
-from stbln_jax.data import ntu
+from stbln_jax.data import layouts
 
 FLAGS = flags.FLAGS
 
@@ -38,9 +39,6 @@ def _define_flags():
   flags.DEFINE_integer('checkpoint_step', None, 'The checkpoint (default: latest).')
   flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/analysis).')
   flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
-
-
-JOINT_NAMES = ntu.JOINT_NAMES  # Kinect v2 order, 0-based
 
 
 def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
@@ -75,33 +73,47 @@ def relative_distance(x: np.ndarray, reference: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class LayerMatrices:
-  """One layer's node maps, each (P, V_out, V_in)."""
+  """One layer's node maps, each (P, V_out, V_in), and the layout of its input joints."""
   layer: int
   mixer: str
   learned_name: str            # 'M', 'LLᵀ' or 'U'
   learned: np.ndarray
   effective: np.ndarray        # the U_p the layer applies
   a_hat: np.ndarray | None     # None for the bilinear mixer
+  layout: str = 'ntu25'
+
+  def joint_names(self) -> tuple[str, ...]:
+    """Names of the V_in input nodes: the layout's joints, or 'node k' if V differs."""
+    v_in = self.effective.shape[-1]
+    names = layouts.get_layout(self.layout).joint_names
+    return names if len(names) == v_in else tuple(f'node {j + 1}' for j in range(v_in))
+
+  def reference(self) -> np.ndarray | None:
+    """Â of the layer, or for the bilinear mixer the layout's Â where the shapes fit."""
+    if self.a_hat is not None:
+      return self.a_hat
+    a_hat = graph.adjacency(self.layout)
+    return a_hat if a_hat.shape == self.effective.shape else None
 
 
 def layer_matrices(mixer: str, layer: int, mixer_params: dict,
-                   a_hat: np.ndarray | None) -> LayerMatrices:
+                   a_hat: np.ndarray | None, layout: str = 'ntu25') -> LayerMatrices:
   """The learned and effective matrices of one mixer's parameters (Eqs. 1-4)."""
   if 'U' in mixer_params:
     u = np.asarray(mixer_params['U'], np.float32)
-    return LayerMatrices(layer, 'bilinear', 'U', u, u, None)
+    return LayerMatrices(layer, 'bilinear', 'U', u, u, None, layout)
   if 'L' in mixer_params:
     llt = np.asarray(mixers.symmetric_attention(np.asarray(mixer_params['L'])))
     return LayerMatrices(layer, 'symmetric', 'LLᵀ', llt,
                          np.asarray(mixers.symmetric_u(a_hat, np.asarray(mixer_params['L']))),
-                         a_hat)
+                         a_hat, layout)
   if 'M' in mixer_params:
     m = np.asarray(mixer_params['M'], np.float32)
     if mixer == 'multiplicative':
       return LayerMatrices(layer, mixer, 'M', m, np.asarray(mixers.multiplicative_u(a_hat, m)),
-                           a_hat)
+                           a_hat, layout)
     return LayerMatrices(layer, 'additive', 'M', m, np.asarray(mixers.additive_u(a_hat, m)),
-                         a_hat)
+                         a_hat, layout)
   raise ValueError(f'layer {layer}: mixer parameters {sorted(mixer_params)} hold none of '
                    f'U, L, M')
 
@@ -112,14 +124,15 @@ def network_matrices(config, params: dict) -> list[LayerMatrices]:
   Layers after λ have no node map (Fig. 3, 'lean') or a 1×1 one ('released'): left out.
   """
   mixer = config.model.mixer
+  layout = config.model.get('layout', 'ntu25')
   a_hat = None
   if mixer != 'bilinear':
-    a_hat = graph.ntu_adjacency(config.model.get('adjacency_normalization', 'mean'))
+    a_hat = graph.adjacency(layout, config.model.get('adjacency_normalization', 'mean'))
   layers = []
   for key, value in params.items():
     match = re.fullmatch(r'layer_(\d+)', key)
     if match and 'mixer' in value:
-      lm = layer_matrices(mixer, int(match.group(1)), dict(value['mixer']), a_hat)
+      lm = layer_matrices(mixer, int(match.group(1)), dict(value['mixer']), a_hat, layout)
       if lm.effective.shape[-1] > 1:  # one node in, nothing to mix
         layers.append(lm)
   return sorted(layers, key=lambda l: l.layer)
@@ -130,11 +143,7 @@ def layer_rows(lm: LayerMatrices) -> list[dict]:
   p, v_out, v_in = lm.effective.shape
   if v_out != v_in:
     return []
-  reference = lm.a_hat
-  if reference is None:
-    # The bilinear mixer never sees Â: the NTU graph's Â is the reference.
-    ntu = graph.ntu_adjacency()
-    reference = ntu if ntu.shape == lm.effective.shape else None
+  reference = lm.reference()
   parts = [(str(i), lm.learned[i], lm.effective[i],
             None if reference is None else reference[i]) for i in range(p)]
   parts.append(('Σ', lm.learned.sum(0), lm.effective.sum(0),
@@ -153,7 +162,7 @@ def aggregated_nodes(lm: LayerMatrices, top: int = 5) -> list[dict]:
   p, v_out, v_in = lm.effective.shape
   if v_out >= v_in:
     return []
-  names = JOINT_NAMES if v_in == len(JOINT_NAMES) else tuple(f'node {j + 1}' for j in range(v_in))
+  names = lm.joint_names()
   out = []
   for node in range(v_out):
     for part in range(p):
@@ -183,7 +192,7 @@ def plot_layer(lm: LayerMatrices, path: str) -> None:
   p, v_out, v_in = lm.effective.shape
   if v_out < v_in:
     fig, axes = plt.subplots(p, 1, figsize=(10, 2.2 * p), squeeze=False)
-    names = JOINT_NAMES if v_in == len(JOINT_NAMES) else [str(j + 1) for j in range(v_in)]
+    names = lm.joint_names()
     for part in range(p):
       ax = axes[part, 0]
       for node in range(v_out):
@@ -214,7 +223,7 @@ def plot_layer(lm: LayerMatrices, path: str) -> None:
       ax.set_xlabel('input joint', fontsize=7)
       ax.set_ylabel('output joint', fontsize=7)
       ticks = np.arange(0, m.shape[0], 5)
-      ax.set_xticks(ticks, [str(t + 1) for t in ticks])  # joints numbered from 1, as NTU's
+      ax.set_xticks(ticks, [str(t + 1) for t in ticks])  # joints numbered from 1
       ax.set_yticks(ticks, [str(t + 1) for t in ticks])
       ax.tick_params(labelsize=6)
       fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
@@ -238,14 +247,15 @@ def write_report(config, params: dict, out_dir: str, *, title: str = '',
   if not layers:
     raise ValueError('the parameters hold no layer_<i>/mixer: nothing to analyse')
   v = layers[0].effective.shape[-1]
+  layout = config.model.get('layout', 'ntu25')
   lines = [f'# Spatial matrices of {title or "a trained network"}', '',
            f'Mixer: `{config.model.mixer}` ({len(layers)} layers with a node map; '
-           f'λ = {config.model.aggregate_at}). Asymmetry ‖X − Xᵀ‖_F / ‖X‖_F: 0 when symmetric, '
-           f'√2 = 1.414 for a directed graph with no edge both ways (Â\'s inward and outward '
-           f'partitions), about {np.sqrt(2 * (v - 1) / v):.3f} for {v}×{v} independent random '
-           f'entries; '
-           f'distance ‖U_p − Â_p‖_F / ‖Â_p‖_F of the effective matrix from Â'
-           + (' (Â of the NTU graph for reference: this mixer never uses it).'
+           f'λ = {config.model.aggregate_at}; layout `{layout}`). Asymmetry ‖X − Xᵀ‖_F / '
+           f'‖X‖_F: 0 when symmetric, √2 = 1.414 for a directed graph with no edge both ways '
+           f'(Â\'s inward and outward partitions), about {np.sqrt(2 * (v - 1) / v):.3f} for '
+           f'{v}×{v} independent random entries; distance ‖U_p − Â_p‖_F / ‖Â_p‖_F of the '
+           f'effective matrix from Â'
+           + (f' (Â of the {layout} graph for reference: this mixer never uses it).'
               if config.model.mixer == 'bilinear' else '.'), '',
            '| layer | partition | asymmetry of learned | asymmetry of effective '
            '| asymmetry of Â | distance from Â |', '|---|---|---|---|---|---|']

@@ -1,7 +1,7 @@
-"""The NTU RGB+D skeleton graph: joints, bones and the partition operators Â_p.
+"""The skeleton graph of any layout: the partition operators Â_p of Eqs. (1)-(3).
 
 Only the Â-based mixers (Eqs. 1-3) use the graph; the bilinear mixer (Eq. 4) does not.
-Joints follow the Kinect v2 order; the constants below are 0-based.
+The joints, bones and centre of a layout come from `stbln_jax.data.layouts`.
 
 Orientation: the mixers compute U·H (output node i = Σ_j U[i, j] H_j). 2s-AGCN (and the
 authors' released code) builds A[j, i] = 1 for each pair (i, j) of its lists, divides
@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from stbln_jax.data import ntu
+from stbln_jax.data import layouts
 
 # The NTU facts (`stbln_jax.data.ntu`): 24 bones as 0-based (child, parent) pairs in
 # 2s-AGCN's `inward` order; joint 20 (spine shoulder) is the centre.
-NUM_JOINTS = ntu.NUM_JOINTS
-NTU_BONES = ntu.NTU_BONES
-CENTER_JOINT = ntu.CENTER_JOINT
+NUM_JOINTS = layouts.NTU25.num_joints
+NTU_BONES = layouts.NTU25.bones
+CENTER_JOINT = layouts.NTU25.center
 
 NORMALIZATIONS = ('mean', 'symmetric')
 
@@ -33,6 +33,8 @@ def partition_matrices(num_joints: int = NUM_JOINTS,
     p=1 2s-AGCN's 'inward' partition: a joint gathers from its parent (nearer the
         centre), A_1[child, parent] = 1;
     p=2 its 'outward' partition: a joint gathers from its children, A_2[parent, child] = 1.
+  For a tree rooted at the centre these are ST-GCN's 'spatial' partitions (root,
+  centripetal, centrifugal).
   """
   a = np.zeros((3, num_joints, num_joints), np.float32)
   a[0] = np.eye(num_joints, dtype=np.float32)
@@ -66,6 +68,12 @@ def normalize(a: np.ndarray, method: str = 'mean') -> np.ndarray:
   return out.astype(np.float32)
 
 
+def adjacency(layout: str = 'ntu25', method: str = 'mean') -> np.ndarray:
+  """The normalised partition operators Â_p of a layout, shape (3, V, V), float32."""
+  skeleton = layouts.get_layout(layout)
+  return normalize(partition_matrices(skeleton.num_joints, skeleton.bones), method)
+
+
 def ntu_adjacency(method: str = 'mean') -> np.ndarray:
-  """The normalised NTU partition operators Â_p, shape (3, 25, 25), float32."""
-  return normalize(partition_matrices(), method)
+  """`adjacency('ntu25', method)`: the NTU graph, shape (3, 25, 25)."""
+  return adjacency('ntu25', method)

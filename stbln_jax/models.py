@@ -36,6 +36,7 @@ import numpy as np
 from stbln_jax import graph
 from stbln_jax import mixers
 from stbln_jax import ops
+from stbln_jax.data import layouts
 
 Array = jax.Array
 Dtype = Any
@@ -275,8 +276,10 @@ class SpatioTemporalNet(nn.Module):
 
   input (N, T, M, V, C) → data BN (per person, joint and coordinate, over N and T) →
   persons folded into the batch → layers → mean over T and V → mean over persons →
-  dense → logits (N, num_classes), float32. `temporal_conv` picks the implementation of
-  every temporal convolution (`ops.temporal_conv`): same values, different speed.
+  dense → logits (N, num_classes), float32. `layout` names the skeleton whose graph
+  gives Â (Eqs. 1-3); the bilinear mixer (Eq. 4) does not use it. `temporal_conv`
+  picks the implementation of every temporal convolution (`ops.temporal_conv`): same
+  values, different speed.
   """
   num_classes: int
   mixer: str = 'bilinear'
@@ -286,6 +289,7 @@ class SpatioTemporalNet(nn.Module):
   symmetric_rank: int | None = None
   temporal_kernel: int = 9
   adjacency_normalization: str = 'mean'
+  layout: str = 'ntu25'
   arch: str = 'released'
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
@@ -299,10 +303,10 @@ class SpatioTemporalNet(nn.Module):
     x = jnp.transpose(x, (1, 0, 2, 3, 4)).reshape(t, n * m, v, c)  # (T, N·M, V, C)
     adjacency = None
     if self.mixer != 'bilinear':
-      adjacency = graph.ntu_adjacency(self.adjacency_normalization)
+      adjacency = graph.adjacency(self.layout, self.adjacency_normalization)
       if adjacency.shape[-1] != v:
-        raise ConfigError(f"mixer {self.mixer!r} uses the {adjacency.shape[-1]}-joint NTU "
-                          f"graph, but the input has {v} joints")
+        raise ConfigError(f'mixer {self.mixer!r} uses the {adjacency.shape[-1]}-joint graph '
+                          f'of layout {self.layout!r}, but the input has {v} joints')
     released = self.arch == 'released'
     lam = self.aggregate_at
     with ops.use_temporal_conv(self.temporal_conv):
@@ -349,6 +353,18 @@ def validate_model_config(cfg) -> None:
     if not 1 <= lam <= total + 1:
       raise ConfigError(f'model.aggregate_at (λ)={lam} must be in 1..{total} '
                         f'(or {total + 1} or unset for no aggregation)')
+  layout = cfg.get('layout', 'ntu25')
+  if layout not in layouts.LAYOUTS:
+    raise ConfigError(f'model.layout={layout!r} is not a skeleton layout; choose one of '
+                      f'{sorted(layouts.LAYOUTS)}')
+  # Â (Eqs. 1-3) is the layout's graph; the bilinear mixer (Eq. 4) learns its own U
+  # and only needs V, so it runs on any number of joints.
+  v = layouts.get_layout(layout).num_joints
+  if cfg.mixer != 'bilinear' and cfg.num_joints != v:
+    raise ConfigError(f'model.num_joints={cfg.num_joints} does not fit model.layout={layout!r} '
+                      f'({v} joints), whose graph gives Â for model.mixer={cfg.mixer!r}; set '
+                      f'model.layout to the dataset\'s layout (one of {sorted(layouts.LAYOUTS)}) '
+                      f'and model.num_joints to its number of joints')
   rank = cfg.get('symmetric_rank')
   if rank is not None and not 1 <= rank <= cfg.num_joints:
     raise ConfigError(f'model.symmetric_rank={rank} must be in 1..{cfg.num_joints}')
@@ -378,6 +394,7 @@ def create_model(cfg) -> SpatioTemporalNet:
       symmetric_rank=cfg.get('symmetric_rank'),
       temporal_kernel=cfg.get('temporal_kernel', 9),
       adjacency_normalization=cfg.get('adjacency_normalization', 'mean'),
+      layout=cfg.get('layout', 'ntu25'),
       arch=cfg.get('arch', 'released'),
       dtype=jnp.dtype(cfg.get('dtype', 'float32')),
       temporal_conv=cfg.get('temporal_conv', 'auto'),

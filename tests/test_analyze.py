@@ -13,6 +13,7 @@ from stbln_jax import graph
 from stbln_jax import mixers
 from stbln_jax import models
 from stbln_jax import train
+from stbln_jax.data import layouts
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -76,7 +77,7 @@ def test_report_of_an_aggregating_bilinear_network(tmp_path):
   nodes = re.findall(r'^\| 2 \| 1 \| (\d) \| (.+) \|$', report, re.M)
   assert [p for p, _ in nodes] == ['0', '1', '2']
   u = np.asarray(params['layer_2']['mixer']['U'])[0, 0]
-  strongest = analyze.JOINT_NAMES[int(np.argmax(np.abs(u)))]
+  strongest = layouts.NTU25.joint_names[int(np.argmax(np.abs(u)))]
   assert nodes[0][1].startswith(strongest + ' ')
   assert nodes[0][1].count('%') == 4
   for layer in (1, 2):
@@ -85,6 +86,39 @@ def test_report_of_an_aggregating_bilinear_network(tmp_path):
     assert mpimg.imread(png).ndim == 3
     assert f'](layer_{layer}.png)' in report
   assert not (tmp_path / 'layer_3.png').exists()
+
+
+def _random_params(config, seed=0):
+  """Parameters of the config's network with random values (init is traced, not compiled)."""
+  model = models.create_model(config.model)
+  x = jax.ShapeDtypeStruct(models.input_shape(config.model, 1, 8), np.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
+
+
+def test_joint_names_and_reference_graph_are_those_of_the_run_layout(tmp_path):
+  coco = layouts.get_layout('coco17')
+  config = tiny_config(mixer='bilinear', aggregate_at=2, num_joints=17)
+  config.model.layout = 'coco17'
+  params = _random_params(config)
+  layers = analyze.network_matrices(config, params)
+  assert layers[0].joint_names() == coco.joint_names
+  np.testing.assert_array_equal(layers[0].reference(), graph.adjacency('coco17'))
+  distance = analyze.layer_rows(layers[0])[0]['distance_from_a_hat']
+  assert distance == pytest.approx(analyze.relative_distance(
+      np.asarray(params['layer_1']['mixer']['U'])[0], graph.adjacency('coco17')[0]))
+  report = open(analyze.write_report(config, params, str(tmp_path), top=3)).read()
+  assert 'layout `coco17`' in report and 'Â of the coco17 graph' in report
+  u = np.asarray(params['layer_2']['mixer']['U'])[0, 0]
+  strongest = coco.joint_names[int(np.argmax(np.abs(u)))]
+  assert re.search(rf'^\| 2 \| 1 \| 0 \| {strongest} ', report, re.M)
+
+  config = tiny_config(mixer='multiplicative', num_joints=18, adjacency_normalization='symmetric')
+  config.model.layout = 'openpose18'
+  layers = analyze.network_matrices(config, _random_params(config))
+  np.testing.assert_array_equal(layers[0].a_hat, graph.adjacency('openpose18', 'symmetric'))
+  assert layers[0].joint_names()[1] == 'neck'
 
 
 def test_analysis_of_a_trained_symmetric_run(tmp_path):

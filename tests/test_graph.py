@@ -1,4 +1,4 @@
-"""The NTU graph: partitions, and Â as 2s-AGCN builds it (in the U·H orientation)."""
+"""The skeleton graph: partitions, and the NTU Â as 2s-AGCN builds it (in the U·H orientation)."""
 
 import numpy as np
 import pytest
@@ -32,7 +32,9 @@ def _two_stream_agcn_spatial_graph() -> np.ndarray:
 
 def test_default_a_hat_is_2s_agcn_spatial_graph_transposed():
   agcn = _two_stream_agcn_spatial_graph()
-  a_hat = graph.ntu_adjacency()
+  a_hat = graph.adjacency()
+  for method in graph.NORMALIZATIONS:
+    np.testing.assert_array_equal(graph.adjacency('ntu25', method), graph.ntu_adjacency(method))
   np.testing.assert_allclose(a_hat, np.swapaxes(agcn, 1, 2), rtol=0, atol=1e-7)
   assert a_hat.max() <= 1.0
   # U·H form: every node averages its neighbours in a partition, rows sum to 1 or 0.
@@ -69,3 +71,10 @@ def test_symmetric_normalisation_uses_row_and_column_degrees():
   assert a_hat.max() <= 1.0
   with pytest.raises(ValueError, match='unknown adjacency normalization'):
     graph.normalize(a, 'column')
+
+
+def test_adjacency_of_each_layout_has_its_number_of_joints():
+  assert graph.adjacency('coco17').shape == (3, 17, 17)
+  assert graph.adjacency('openpose18', 'symmetric').shape == (3, 18, 18)
+  with pytest.raises(ValueError, match="unknown skeleton layout 'h36m'"):
+    graph.adjacency('h36m')

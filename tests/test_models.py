@@ -186,10 +186,23 @@ def test_a_truncated_network_does_not_reach_lambda():
     (dict(arch='paper'), 'is not an architecture'),
     (dict(adjacency_normalization='column'), 'adjacency_normalization'),
     (dict(temporal_conv='fft'), 'temporal_conv'),
+    (dict(layout='h36m'), "model.layout='h36m' is not a skeleton layout"),
+    (dict(mixer='additive', num_joints=17),
+     r"num_joints=17 does not fit model.layout='ntu25' \(25 joints\).*set model.layout"),
 ])
 def test_config_errors_say_what_to_change(overrides, message):
   with pytest.raises(models.ConfigError, match=message):
     models.create_model(model_config(**overrides))
+
+
+def test_the_bilinear_mixer_needs_no_graph_and_takes_any_number_of_joints():
+  model = models.create_model(model_config(mixer='bilinear', num_joints=7, num_layers=2))
+  x = jnp.zeros((1, 8, 2, 7, 3))
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), x))['params']
+  assert params['layer_1']['mixer']['U'].shape == (3, 7, 7)
+  graph_model = models.create_model(model_config(mixer='symmetric', num_layers=2))
+  with pytest.raises(models.ConfigError, match="25-joint graph of layout 'ntu25'.* 7 joints"):
+    jax.eval_shape(lambda: graph_model.init(jax.random.key(0), x))
 
 
 def test_lambda_one_past_the_last_layer_means_no_aggregation():

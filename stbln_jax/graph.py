@@ -72,8 +72,3 @@ def adjacency(layout: str = 'ntu25', method: str = 'mean') -> np.ndarray:
   """The normalised partition operators Â_p of a layout, shape (3, V, V), float32."""
   skeleton = layouts.get_layout(layout)
   return normalize(partition_matrices(skeleton.num_joints, skeleton.bones), method)
-
-
-def ntu_adjacency(method: str = 'mean') -> np.ndarray:
-  """`adjacency('ntu25', method)`: the NTU graph, shape (3, 25, 25)."""
-  return adjacency('ntu25', method)

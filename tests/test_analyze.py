@@ -54,7 +54,7 @@ def test_symmetric_mixer_matrices_are_symmetric():
                              rtol=1e-5, atol=1e-4)
   # The NTU graph's inward and outward partitions are directed (Section IV): there
   # Â + L Lᵀ is asymmetric although L Lᵀ is not.
-  ntu = analyze.layer_matrices('symmetric', 1, {'L': 1e-2 * l}, graph.ntu_adjacency())
+  ntu = analyze.layer_matrices('symmetric', 1, {'L': 1e-2 * l}, graph.adjacency())
   assert analyze.asymmetry_index(ntu.effective[0]) < 1e-6
   assert analyze.asymmetry_index(ntu.effective[1]) > 1.0
 
@@ -139,7 +139,7 @@ def test_analysis_of_a_trained_symmetric_run(tmp_path):
   assert step == 2 and loaded.model.mixer == 'symmetric'
   layers = analyze.network_matrices(loaded, params)
   assert [lm.layer for lm in layers] == [1, 2]
-  a_hat = graph.ntu_adjacency(loaded.model.adjacency_normalization)
+  a_hat = graph.adjacency("ntu25", loaded.model.adjacency_normalization)
   l = np.asarray(params['layer_1']['mixer']['L'])
   np.testing.assert_allclose(layers[0].effective, np.asarray(mixers.symmetric_u(a_hat, l)),
                              rtol=1e-6)

@@ -8,7 +8,7 @@ import pytest
 from stbln_jax import graph
 from stbln_jax import mixers
 
-A_HAT = graph.ntu_adjacency()
+A_HAT = graph.adjacency()
 
 
 def _features(shape=(2, 5, 25, 6), seed=0):

@@ -15,8 +15,10 @@ from its child, and the model's V is its number of joints. The bilinear mixer
 
 Where ours differ from those toolboxes: PYSKL's 'nturgb+d' joins both hand tips
 and thumbs to the hands (22, 23 -> 8; 24, 25 -> 12), 2s-AGCN chains them
-(22 -> 23 -> 8); and PYSKL's coco *bone stream* hangs the hips from the nose,
-where its graph (and ours, for both) hangs them from the shoulders.
+(22 -> 23 -> 8); PYSKL's coco *bone stream* hangs the hips from the nose, and
+its openpose bone stream is rooted at the nose (the neck's bone is neck - nose),
+where its graphs (and ours, for both) hang the hips from the shoulders and root
+the openpose tree at the neck.
 """
 
 from __future__ import annotations

@@ -123,6 +123,12 @@ def test_evaluation_counts_every_example_once(trained, data_dir):
   assert np.asarray(summary['confusion_matrix']).sum() == NUM_TEST
   assert len(summary['per_class_accuracy']) == 60
   assert 0.0 <= summary['top1'] <= summary['top5'] <= 1.0
+  # Mean class accuracy: the mean recall over the classes of the test split.
+  labels, predictions = scores['labels'], scores['logits'].argmax(-1)
+  recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
+  assert summary['mean_class_accuracy'] == pytest.approx(np.mean(recalls))
+  assert all(set(e) == set(evaluate.EVALUATION_KEYS)
+             for e in read_report(workdir)['evaluations'])
   # Scores are per sample, in split order, with the sample names for fusion.
   dataset = input_pipeline.open_dataset(config)
   assert list(scores['names']) == dataset.sample_names('test')

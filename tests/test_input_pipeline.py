@@ -16,6 +16,7 @@ from configs import default
 from stbln_jax import evaluate
 from stbln_jax import input_pipeline
 from stbln_jax import models
+from stbln_jax import train
 from stbln_jax.data import augment
 from stbln_jax.data import build
 from stbln_jax.data import preprocess
@@ -382,3 +383,22 @@ def test_eval_batches_hold_the_fixed_test_clips(pose_data_dir):
   (batch,) = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
   np.testing.assert_array_equal(
       batch['skeleton'][1], augment.crop_resize(records[1][1], 10, (0.95,)))
+
+
+def test_a_modern_recipe_run_on_the_coco17_dataset(pose_data_dir, tmp_path):
+  """Uniform sampling, rotation, scaling, warm-up, cosine, label smoothing and two
+  test clips together, through `train_and_evaluate` on 17 joints."""
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', num_test_clips=2,
+                       num_epochs=2, warmup_epochs=1, lr_schedule='cosine',
+                       label_smoothing=0.1, log_every_steps=1)
+  config.augment.update(rotation=0.3, scale=0.1)
+  config.model.update(channels=(8, 8), strides=(1, 1), num_layers=2)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['num_examples'] == 3 and summary['split'] == 'xsub_val'
+  assert [e['step'] for e in summary['evaluations']] == [2, 4]
+  assert 0.0 <= summary['mean_class_accuracy'] <= 1.0
+  with np.load(tmp_path / 'scores_xsub_val.npz') as scores:
+    # The scores are the log of the clips' mean probabilities.
+    total = np.exp(scores['logits'].astype(np.float64)).sum(-1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+    assert list(scores['names']) == [n for n, _, _ in _records(config, 'xsub_val')]

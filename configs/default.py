@@ -89,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.temporal_sampling = 'pad'
   config.crop_interval = (0.5, 1.0)
   config.test_crop = 0.95
-  config.num_test_clips = 1
+  config.num_test_clips = 1  # an eval step then runs eval_batch_size × this many clips
   # Training augmentation on the host (stbln_jax.data.augment); 0 turns each off.
   config.augment = ml_collections.ConfigDict()
   config.augment.rotation = 0.0  # θ (radians): angles uniform in [-θ, θ] (2D: in-plane)

@@ -68,6 +68,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
 
 
 def _check_sampling(config: ml_collections.ConfigDict) -> None:
+  """The temporal sampling fields (`input_pipeline.Transform`), or ConfigError."""
   sampling = config.get('temporal_sampling', 'pad')
   if sampling not in input_pipeline.SAMPLINGS:
     raise models.ConfigError(f'temporal_sampling={sampling!r} is not a sampling; choose '

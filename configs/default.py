@@ -57,6 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # or 'symmetric' (D_out^-1/2 A D_in^-1/2).
   model.adjacency_normalization = 'mean'
   model.num_classes = 60
+  # The skeleton layout (stbln_jax.data.layouts): Â of Eqs. (1)-(3) and the bone tree.
+  # It and (num_persons, num_joints, in_channels) must match the dataset's.
+  model.layout = 'ntu25'
   model.num_persons = 2
   model.num_joints = 25
   model.in_channels = 3
@@ -77,7 +80,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets).
   # 'joint', 'bone', 'joint_motion' or 'bone_motion'.
   config.stream = stream
-  config.num_frames = 300  # every sequence is repeat-padded (or cut) to this length
+  config.num_frames = 300  # frames of every model input
+  # How a record's frames become num_frames: 'pad' (repeat-pad or cut: the paper's),
+  # 'crop_resize' (CTR-GCN: a random crop of a fraction in crop_interval resized to
+  # num_frames; the centre test_crop at evaluation) or 'uniform' (PYSKL: one random
+  # frame per segment; num_test_clips fixed clips at evaluation, their class
+  # probabilities averaged).
+  config.temporal_sampling = 'pad'
+  config.crop_interval = (0.5, 1.0)
+  config.test_crop = 0.95
+  config.num_test_clips = 1  # an eval step then runs eval_batch_size × this many clips
+  # Training augmentation on the host (stbln_jax.data.augment); 0 turns each off.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.rotation = 0.0  # θ (radians): angles uniform in [-θ, θ] (2D: in-plane)
+  config.augment.scale = 0.0  # s: each coordinate axis times 1 + U(-s, s)
   config.train_split = 'train'
   config.eval_split = 'test'
   config.worker_count = 0  # grain worker processes (0: decode in the main process)
@@ -103,7 +119,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.nesterov = True
   config.weight_decay = 1e-4
-  config.warmup_epochs = 0
+  config.warmup_epochs = 0  # linear ramp to the peak rate over these epochs
+  # 'step' (÷ 1/lr_decay_factor at lr_decay_epochs) or 'cosine' (from the peak to 0
+  # over the epochs after the warm-up).
+  config.lr_schedule = 'step'
+  config.label_smoothing = 0.0  # ε: targets (1 - ε)·one-hot + ε/K
 
   # ---- Bookkeeping ---------------------------------------------------------
   config.log_every_steps = 50

@@ -60,11 +60,11 @@ def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
 
 def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
          split: str = 'test', scores: str = 'softmax') -> dict:
-  """top-1 and top-5 of each stream and of their weighted fusion.
+  """top-1, top-5 and mean class accuracy of each stream and of their weighted fusion.
 
   Returns:
-    {'streams': [{'workdir', 'weight', 'top1', 'top5'}, ...],
-     'fused': {'top1', 'top5'}, 'num_examples': N}.
+    {'streams': [{'workdir', 'weight', 'top1', 'top5', 'mean_class_accuracy'}, ...],
+     'fused': {'top1', 'top5', 'mean_class_accuracy'}, 'num_examples': N}.
   """
   if not workdirs:
     raise cli.InputError('name at least one workdir')
@@ -83,17 +83,19 @@ def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
     logits = stream['logits'].astype(np.float64)
     return metrics.softmax(logits) if scores == 'softmax' else logits
 
+  def accuracies(s):
+    cm = metrics.confusion_matrix(labels, s.argmax(axis=-1), s.shape[-1])
+    return {'top1': float(metrics.topk_correct(s, labels, 1).mean()),
+            'top5': float(metrics.topk_correct(s, labels, 5).mean()),
+            'mean_class_accuracy': metrics.mean_class_accuracy(cm)}
+
   report = {'streams': [], 'num_examples': int(len(labels))}
   fused = 0.0
   for workdir, weight, stream in zip(workdirs, weights, streams):
     s = score(stream)
     fused = fused + weight * s
-    report['streams'].append({
-        'workdir': workdir, 'weight': weight,
-        'top1': float(metrics.topk_correct(s, labels, 1).mean()),
-        'top5': float(metrics.topk_correct(s, labels, 5).mean())})
-  report['fused'] = {'top1': float(metrics.topk_correct(fused, labels, 1).mean()),
-                     'top5': float(metrics.topk_correct(fused, labels, 5).mean())}
+    report['streams'].append({'workdir': workdir, 'weight': weight, **accuracies(s)})
+  report['fused'] = accuracies(fused)
   return report
 
 
@@ -101,9 +103,11 @@ def format_report(report: dict) -> str:
   lines = [f'{report["num_examples"]} samples']
   for s in report['streams']:
     lines.append(f'  weight {s["weight"]:g}  top-1 {100 * s["top1"]:6.2f}%  '
-                 f'top-5 {100 * s["top5"]:6.2f}%  {s["workdir"]}')
+                 f'top-5 {100 * s["top5"]:6.2f}%  mean class {100 * s["mean_class_accuracy"]:6.2f}%'
+                 f'  {s["workdir"]}')
   f = report['fused']
-  lines.append(f'  fused     top-1 {100 * f["top1"]:6.2f}%  top-5 {100 * f["top5"]:6.2f}%')
+  lines.append(f'  fused     top-1 {100 * f["top1"]:6.2f}%  top-5 {100 * f["top5"]:6.2f}%  '
+               f'mean class {100 * f["mean_class_accuracy"]:6.2f}%')
   return '\n'.join(lines)
 
 

@@ -5,6 +5,11 @@ masked out inside the step, which returns sums over the real examples and, for t
 per-sample reports, the logits, labels, positions and names of the whole global
 batch (replicated, so any process could write them; process 0 does).
 
+With several test clips per sample (`config.num_test_clips`, 'uniform' sampling) the
+step averages the clips' class probabilities, as PYSKL's `average_clips='prob'` (its
+default): a sample's scores are then log p̄, the log of that mean, so its top-1,
+top-5 and cross-entropy are those of p̄, and softmax(scores) = p̄ for score fusion.
+
 The authors report the best of their per-epoch evaluations; a run's reports give
 that best epoch next to the final checkpoint's own numbers.
 """
@@ -29,7 +34,9 @@ from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import preprocess
 
 # What each entry of a run's list of evaluations holds.
-EVALUATION_KEYS = ('epoch', 'step', 'top1', 'top5', 'loss')
+EVALUATION_KEYS = ('epoch', 'step', 'top1', 'top5', 'mean_class_accuracy', 'loss')
+# What the step reduces and a host summary repeats.
+_RESULT_KEYS = ('top1', 'top5', 'mean_class_accuracy', 'loss')
 
 
 # ---- Config checks ---------------------------------------------------------------
@@ -54,9 +61,46 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                              f'{preprocess.STREAMS}')
   if config.num_frames < 1:
     raise models.ConfigError(f'num_frames={config.num_frames} must be positive')
+  _check_sampling(config)
   check_global_batch('eval_batch_size', config.eval_batch_size,
                      jax.device_count() if num_devices is None else num_devices,
                      jax.process_count() if num_processes is None else num_processes)
+
+
+def _check_sampling(config: ml_collections.ConfigDict) -> None:
+  """The temporal sampling fields (`input_pipeline.Transform`), or ConfigError."""
+  sampling = config.get('temporal_sampling', 'pad')
+  if sampling not in input_pipeline.SAMPLINGS:
+    raise models.ConfigError(f'temporal_sampling={sampling!r} is not a sampling; choose '
+                             f'one of {input_pipeline.SAMPLINGS}')
+  interval = tuple(config.get('crop_interval', (0.5, 1.0)))
+  if len(interval) != 2 or not 0.0 < interval[0] <= interval[1] <= 1.0:
+    raise models.ConfigError(f'crop_interval={interval} must be two fractions (low, high) '
+                             f'with 0 < low <= high <= 1')
+  test_crop = config.get('test_crop', 0.95)
+  if not 0.0 < test_crop <= 1.0:
+    raise models.ConfigError(f'test_crop={test_crop} must be a fraction in (0, 1]')
+  clips = config.get('num_test_clips', 1)
+  if clips < 1:
+    raise models.ConfigError(f'num_test_clips={clips} must be at least 1')
+  if clips > 1 and sampling != 'uniform':
+    raise models.ConfigError(f"num_test_clips={clips} needs temporal_sampling='uniform' "
+                             f'(it is {sampling!r}); set num_test_clips=1 for the others')
+
+
+def check_dataset(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset) -> None:
+  """The model's input shape and layout are the dataset's, or ConfigError."""
+  model = config.model
+  expected = (model.num_persons, model.num_joints, model.in_channels)
+  if expected != tuple(dataset.sample_shape):
+    raise models.ConfigError(
+        f'model.(num_persons, num_joints, in_channels)={expected}, but {dataset.name} '
+        f'holds samples of (M, V, C)={tuple(dataset.sample_shape)}; set them to the '
+        f"dataset's")
+  layout = model.get('layout', input_pipeline.DEFAULT_LAYOUT)
+  if layout != dataset.layout:
+    raise models.ConfigError(f'model.layout={layout!r}, but {dataset.name} holds '
+                             f'{dataset.layout!r} skeletons; set model.layout={dataset.layout!r}')
 
 
 # ---- The step --------------------------------------------------------------------
@@ -67,9 +111,22 @@ def _rank_of_label(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.sum(logits > label_logit, axis=-1)
 
 
+def average_clips(logits: jax.Array) -> jax.Array:
+  """(B, K, classes) clip logits -> (B, classes) log of the clips' mean probabilities."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(logits.shape[1])
+
+
 def eval_step(variables: dict, batch: dict, *, model) -> dict:
-  """Sums over the real (mask=True) examples of a padded batch, plus its logits."""
-  logits = model.apply(variables, batch['skeleton'], train=False)
+  """Sums over the real (mask=True) examples of a padded batch, plus its logits
+  (`average_clips` of the K clips when the skeletons are (B, K, T, M, V, C))."""
+  x = batch['skeleton']
+  if x.ndim == 6:
+    b, k = x.shape[:2]
+    logits = model.apply(variables, x.reshape((b * k,) + x.shape[2:]), train=False)
+    logits = average_clips(logits.reshape(b, k, -1))
+  else:
+    logits = model.apply(variables, x, train=False)
   mask = batch['mask']
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   rank = _rank_of_label(logits, batch['label'])
@@ -96,8 +153,9 @@ def evaluate_split(eval_fn: Callable, variables: dict, config: ml_collections.Co
   """Evaluates `variables` on the whole of `split`.
 
   Returns:
-    {'num_examples', 'top1', 'top5', 'loss'} reduced in the step, and per sample,
-    ordered by position in the split: 'logits' (N, K), 'labels' (N,), 'names'.
+    {'num_examples', 'top1', 'top5', 'loss'} reduced in the step,
+    'mean_class_accuracy' of the gathered scores, and per sample, ordered by
+    position in the split: 'logits' (N, classes), 'labels' (N,), 'names'.
   """
   sums = {'loss_sum': 0.0, 'top1_correct': 0, 'top5_correct': 0, 'count': 0}
   kept = {'logits': [], 'label': [], 'index': [], 'name': []}
@@ -114,13 +172,17 @@ def evaluate_split(eval_fn: Callable, variables: dict, config: ml_collections.Co
     raise ValueError(f'split {split!r} of {config.dataset} has no examples')
   kept = {k: np.concatenate(v) for k, v in kept.items()}
   order = np.argsort(kept['index'])
+  logits = kept['logits'][order].astype(np.float32)
+  labels = kept['label'][order].astype(np.int32)
+  cm = metrics_lib.confusion_matrix(labels, logits.argmax(axis=-1), logits.shape[-1])
   return {
       'num_examples': count,
       'top1': float(sums['top1_correct']) / count,
       'top5': float(sums['top5_correct']) / count,
+      'mean_class_accuracy': metrics_lib.mean_class_accuracy(cm),
       'loss': float(sums['loss_sum']) / count,
-      'logits': kept['logits'][order].astype(np.float32),
-      'labels': kept['label'][order].astype(np.int32),
+      'logits': logits,
+      'labels': labels,
       'names': input_pipeline.decode_names(kept['name'][order]),
   }
 
@@ -135,8 +197,7 @@ def epochs_done(step: int, steps_per_epoch: int) -> int | float:
 
 def evaluation_entry(result: dict, *, epoch, step: int) -> dict:
   """One entry of a run's list of evaluations (`EVALUATION_KEYS`)."""
-  return {'epoch': epoch, 'step': int(step),
-          **{k: float(result[k]) for k in ('top1', 'top5', 'loss')}}
+  return {'epoch': epoch, 'step': int(step), **{k: float(result[k]) for k in _RESULT_KEYS}}
 
 
 def best_evaluation(evaluations: Sequence[dict]) -> dict | None:
@@ -161,7 +222,7 @@ def write_reports(result: dict, config: ml_collections.ConfigDict, workdir: str,
                                   config.model.num_classes)
   # The step's own reductions are the headline numbers; the host summary adds the
   # per-class view of the same logits.
-  summary.update({k: result[k] for k in ('num_examples', 'top1', 'top5', 'loss')})
+  summary.update({k: result[k] for k in ('num_examples', *_RESULT_KEYS)})
   summary.update({'split': split, 'dataset': config.dataset, 'stream': config.stream,
                   'step': int(step), 'epoch': epoch})
   if evaluations:
@@ -201,6 +262,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if split not in dataset.split_sizes:
     raise models.ConfigError(f'split {split!r}: {config.dataset} has no such split; '
                              f'choose one of {sorted(dataset.split_sizes)}')
+  check_dataset(config, dataset)
   mesh = sharding.make_mesh()
   variables, progress, step = checkpoint.restore_variables(
       workdir, sharding.replicated(mesh), checkpoint_step)
@@ -213,6 +275,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   summary = write_reports(result, config, workdir, split, dataset, step=step,
                           epoch=epochs_done(step, max(steps_per_epoch, 1)),
                           evaluations=evaluations)
-  logging.info('Checkpoint: %s; top-5 %.2f%%, loss %.4f.', describe(summary),
-               100 * summary['top5'], summary['loss'])
+  logging.info('Checkpoint: %s; top-5 %.2f%%, mean class accuracy %.2f%%, loss %.4f.',
+               describe(summary), 100 * summary['top5'],
+               100 * summary['mean_class_accuracy'], summary['loss'])
   return summary

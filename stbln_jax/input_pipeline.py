@@ -1,13 +1,20 @@
-"""Input pipeline: `ntu_rgbd` records -> batches of padded skeleton streams.
+"""Input pipeline: built skeleton records -> batches of model inputs.
 
-Owns reading the array_record files written by `stbln_jax.data.ntu_rgbd`
-(through `tfds.data_source`, no TensorFlow), the per-epoch shuffle, per-process
-sharding, repeat-padding to `config.num_frames` and the choice of stream. Grain
+Owns reading the array_record files written by the TFDS builders (`ntu_rgbd`,
+or any dataset with the same features) through `tfds.data_source` (no
+TensorFlow), the per-epoch shuffle, per-process sharding, temporal sampling
+to `config.num_frames`, training augmentation and the choice of stream. Grain
 runs the batch loads ahead of the consumer (threads, or `config.worker_count`
 processes).
 
+A dataset says what its samples are: (M, V, C) from its 'skeleton' feature and
+the skeleton layout and channels from its metadata (none: NTU's 'ntu25',
+'xyz'); `Dataset` holds them and the loader uses them.
+
 A batch is a dict of numpy arrays:
-  'skeleton': float32 (B_local, T, M, V, C) = (batch, num_frames, 2, 25, 3)
+  'skeleton': float32 (B_local, T, M, V, C), T = num_frames; for evaluation
+              with several clips per sample (`config.num_test_clips` > 1)
+              (B_local, K, T, M, V, C)
   'label':    int32 (B_local,)
 and for evaluation also
   'mask':     bool (B_local,), False for padding in the last batch
@@ -16,11 +23,26 @@ and for evaluation also
 B_local is the global batch size divided by the number of processes; process
 p gets rows [p * B_local, (p + 1) * B_local) of every global batch.
 
-`open_dataset` opens a built dataset once (split sizes, action names, record
-readers); the iterators take that handle so nothing reopens the builder.
+From a record to a sample (`Transform`): per-frame operations first, on the
+record's own frames (training: random scale, then rotation; then the bone
+stream), then the temporal sampling (`config.temporal_sampling`):
+  'pad'          repeat-pad or cut to num_frames (the paper's recipe);
+  'crop_resize'  a random crop resized to num_frames (training), the centre
+                 `test_crop` fraction at evaluation (`augment.crop_resize`);
+  'uniform'      one random frame in each of num_frames segments (training),
+                 `num_test_clips` fixed clips at evaluation;
+then the motion streams. Training randomness comes from a generator seeded by
+(seed, epoch, record index) (`augment.sample_rng`), so a batch is the same
+whichever process or worker loads it and whenever a run resumes.
+
+`open_dataset` opens a built dataset once (split sizes, action names, sample
+shape, record readers); the iterators take that handle so nothing reopens the
+builder.
 
 Config fields read: dataset, data_dir, stream, num_frames, train_split,
-eval_split, batch_size, eval_batch_size, seed, worker_count.
+eval_split, batch_size, eval_batch_size, seed, worker_count,
+temporal_sampling, crop_interval, test_crop, num_test_clips, augment.rotation,
+augment.scale.
 """
 
 from __future__ import annotations
@@ -34,6 +56,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
+from stbln_jax.data import augment
+from stbln_jax.data import layouts
 from stbln_jax.data import ntu_rgbd  # registers the `ntu_rgbd` builder
 from stbln_jax.data import preprocess
 
@@ -44,7 +68,10 @@ _PREFETCH_BATCHES = 4
 # Records held in memory at once while scanning a split for its names.
 _SCAN_CHUNK = 1024
 # Width of a sample name in an eval batch ('S001C002P003R002A013' has 20).
-NAME_BYTES = 32
+NAME_BYTES = 64
+SAMPLINGS = ('pad', 'crop_resize', 'uniform')
+# What a dataset without metadata holds: NTU's Kinect joints, x y z.
+DEFAULT_LAYOUT, DEFAULT_CHANNELS = 'ntu25', 'xyz'
 
 
 # ---- Dataset access ----------------------------------------------------------
@@ -52,15 +79,24 @@ NAME_BYTES = 32
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A built dataset, opened once: split sizes, action names, record readers.
+  """A built dataset, opened once: split sizes, action names, what a sample
+  holds, record readers.
 
   `open_dataset(config)` makes one; the trainer, evaluation and the reports
   share it instead of reopening the builder.
+
+  Attributes:
+    sample_shape: (M, V, C) of every frame of a record.
+    layout: the `layouts` key of its V joints.
+    channels: what its C channels hold (one of `preprocess.CHANNELS`).
   """
   name: str
   data_dir: str | None
   split_sizes: Mapping[str, int]
   class_names: tuple[str, ...]
+  sample_shape: tuple[int, int, int] = (2, 25, 3)
+  layout: str = DEFAULT_LAYOUT
+  channels: str = DEFAULT_CHANNELS
   _readers: dict = dataclasses.field(default_factory=dict, repr=False,
                                      compare=False)
 
@@ -91,23 +127,49 @@ class Dataset:
     return names
 
 
+def _sample_description(name: str, info) -> tuple[tuple[int, int, int], str, str]:
+  """((M, V, C), layout, channels) of a dataset, checked against each other."""
+  shape = tuple(info.features['skeleton'].shape[1:])
+  metadata = info.metadata or {}
+  layout = metadata.get('layout', DEFAULT_LAYOUT)
+  channels = metadata.get('channels', DEFAULT_CHANNELS)
+  if len(shape) != 3 or None in shape:
+    raise ValueError(f'{name}: its skeleton feature has shape '
+                     f'{info.features["skeleton"].shape}, not (T, M, V, C)')
+  if layout not in layouts.LAYOUTS:
+    raise ValueError(f'{name}: its metadata names layout {layout!r}, not one of '
+                     f'{sorted(layouts.LAYOUTS)}')
+  if channels not in preprocess.CHANNELS:
+    raise ValueError(f'{name}: its metadata names channels {channels!r}, not '
+                     f'one of {preprocess.CHANNELS}')
+  joints = layouts.get_layout(layout).num_joints
+  if shape[1:] != (joints, len(channels)):
+    raise ValueError(f'{name}: samples of (M, V, C)={shape} do not hold layout '
+                     f'{layout!r} ({joints} joints) with channels {channels!r}')
+  return shape, layout, channels
+
+
 def open_dataset(config) -> Dataset:
   """The built `config.dataset` under `config.data_dir`, or an error saying
   how to build it."""
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
+    raw = ('the NTU .skeleton files' if config.dataset.startswith('ntu_rgbd')
+           else 'the annotation .pkl or OpenPose JSON files')
     command = (f'python -m data_prep.build {config.dataset} '
-               '--manual_dir=<folder with the NTU .skeleton files>')
+               f'--manual_dir=<folder with {raw}>')
     if config.data_dir:
       command += f' --data_dir={config.data_dir}'
     raise FileNotFoundError(
         f'dataset {config.dataset} is not built under '
         f'{builder.data_dir_root}; build it first with: {command}')
   info = builder.info
+  shape, layout, channels = _sample_description(config.dataset, info)
   return Dataset(
       name=config.dataset, data_dir=config.data_dir,
       split_sizes={k: v.num_examples for k, v in info.splits.items()},
-      class_names=tuple(info.features['label'].names))
+      class_names=tuple(info.features['label'].names),
+      sample_shape=shape, layout=layout, channels=channels)
 
 
 def steps_per_epoch(config) -> int:
@@ -153,20 +215,22 @@ def _feature(record: bytes, key: str):
   return tf_example_pb2.Example.FromString(record).features.feature[key]
 
 
-def _skeleton_and_label(features) -> tuple[np.ndarray, int]:
+def _skeleton_and_label(features, shape: Sequence[int]) -> tuple[np.ndarray, int]:
   skeleton = np.frombuffer(features['skeleton'].bytes_list.value[0],
-                           np.float32).reshape(-1, 2, 25, 3)
+                           np.float32).reshape(-1, *shape)
   return skeleton, features['label'].int64_list.value[0]
 
 
-def decode_record(record: bytes) -> tuple[np.ndarray, int]:
-  """(skeleton float32 (T, 2, 25, 3), label) of one serialized record.
+def decode_record(record: bytes, shape: Sequence[int] = (2, 25, 3)
+                  ) -> tuple[np.ndarray, int]:
+  """(skeleton float32 (T, *shape), label) of one serialized record; `shape`
+  is the dataset's (M, V, C) (`Dataset.sample_shape`).
 
   Reads the tf.train.Example proto directly: an order of magnitude cheaper
   than TFDS's generic numpy decoding, which matters at thousands of samples/s.
   """
   return _skeleton_and_label(
-      tf_example_pb2.Example.FromString(record).features.feature)
+      tf_example_pb2.Example.FromString(record).features.feature, shape)
 
 
 def encode_names(names: Sequence[str]) -> np.ndarray:
@@ -183,43 +247,119 @@ def decode_names(codes: np.ndarray) -> list[str]:
   return [bytes(row).rstrip(b'\0').decode('ascii') for row in np.asarray(codes)]
 
 
-class _BatchLoader:
-  """Loads records by index into one padded batch of the chosen stream."""
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """Record -> model input, as the config and the dataset choose (module
+  docstring). Plain values, so that grain's worker processes can take it."""
+  num_frames: int
+  stream: str = 'joint'
+  layout: str = DEFAULT_LAYOUT
+  channels: str = DEFAULT_CHANNELS
+  sampling: str = 'pad'
+  crop_interval: tuple[float, float] = (0.5, 1.0)
+  test_crop: float = 0.95
+  num_test_clips: int = 1
+  rotation: float = 0.0
+  scale: float = 0.0
 
-  def __init__(self, reader: _RecordReader, num_frames: int, stream: str,
-               with_names: bool = False):
-    if stream not in preprocess.STREAMS:
-      raise ValueError(
-          f'unknown stream {stream!r}; expected one of {preprocess.STREAMS}')
-    self.reader, self.num_frames, self.stream = reader, num_frames, stream
-    self.with_names = with_names
+  @classmethod
+  def from_config(cls, config, dataset: Dataset) -> Transform:
+    augmentation = config.get('augment') or {}
+    return cls(
+        num_frames=config.num_frames, stream=config.stream,
+        layout=dataset.layout, channels=dataset.channels,
+        sampling=config.get('temporal_sampling', 'pad'),
+        crop_interval=tuple(config.get('crop_interval', (0.5, 1.0))),
+        test_crop=config.get('test_crop', 0.95),
+        num_test_clips=config.get('num_test_clips', 1),
+        rotation=augmentation.get('rotation', 0.0),
+        scale=augmentation.get('scale', 0.0))
+
+  def _per_frame(self, x: np.ndarray, rng: np.random.Generator | None
+                 ) -> np.ndarray:
+    if rng is not None and self.scale:
+      x = augment.random_scale(x, rng, self.scale, self.channels)
+    if rng is not None and self.rotation:
+      x = augment.random_rotate(x, rng, self.rotation, self.channels)
+    if self.stream in ('bone', 'bone_motion'):
+      # A bone is a difference within one frame: taken on the record's own
+      # frames, it equals the bone of the sampled frames.
+      x = preprocess.select_stream(x, 'bone', self.layout, self.channels)
+    return x
+
+  def train(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(num_frames, M, V, C) of a record x (T, M, V, C), before motion."""
+    x = self._per_frame(x, rng)
+    if self.sampling == 'crop_resize':
+      return augment.crop_resize(x, self.num_frames, self.crop_interval, rng)
+    if self.sampling == 'uniform':
+      return x[augment.uniform_indices(len(x), self.num_frames, rng)]
+    return preprocess.pad_or_crop(x, self.num_frames)
+
+  def eval(self, x: np.ndarray) -> np.ndarray:
+    """(num_frames, M, V, C), or (K, num_frames, M, V, C) with K test clips."""
+    x = self._per_frame(x, None)
+    if self.sampling == 'crop_resize':
+      return augment.crop_resize(x, self.num_frames, (self.test_crop,))
+    if self.sampling == 'uniform':
+      clips = x[augment.eval_clip_indices(len(x), self.num_frames,
+                                          self.num_test_clips)]
+      return clips if self.test_clips > 1 else clips[0]
+    return preprocess.pad_or_crop(x, self.num_frames)
+
+  @property
+  def test_clips(self) -> int:
+    """Clips per sample at evaluation (K)."""
+    return self.num_test_clips if self.sampling == 'uniform' else 1
+
+  def sample_shape(self, shape: Sequence[int], train: bool) -> tuple[int, ...]:
+    clips = () if train or self.test_clips == 1 else (self.test_clips,)
+    return clips + (self.num_frames, *shape)
+
+  def motion(self, batch: np.ndarray) -> np.ndarray:
+    """The motion streams, taken after the temporal sampling."""
+    if self.stream.endswith('motion'):
+      # Of the joints or, for 'bone_motion', of the bones `_per_frame` took.
+      return preprocess.select_stream(batch, 'joint_motion', self.layout,
+                                      self.channels)
+    return batch
+
+
+class _BatchLoader:
+  """Loads records by index into one batch of the chosen stream."""
+
+  def __init__(self, reader: _RecordReader, transform: Transform,
+               shape: Sequence[int], *, seed: int | None = None,
+               epoch: int | None = None, with_names: bool = False):
+    """`seed` and `epoch`: a training batch (random sampling, augmentation);
+    without them, an evaluation batch."""
+    if transform.stream not in preprocess.STREAMS:
+      raise ValueError(f'unknown stream {transform.stream!r}; expected one of '
+                       f'{preprocess.STREAMS}')
+    self.reader, self.transform, self.shape = reader, transform, tuple(shape)
+    self.seed, self.epoch, self.with_names = seed, epoch, with_names
 
   def __call__(self, indices: np.ndarray, valid: np.ndarray | None = None
                ) -> Batch:
-    """{'skeleton' (B, T, 2, 25, 3), 'label' (B,)[, 'name']}; rows not
-    `valid` stay zero.
-
-    The stream is that of the padded sequence, as in 2s-AGCN. A bone is a
-    difference within one frame, so it commutes with repeat-padding and is
-    taken on the true length (fewer frames: cheaper); a motion is a difference
-    across frames, and is taken after padding.
-    """
-    bones = self.stream in ('bone', 'bone_motion')
+    """{'skeleton', 'label' (B,)[, 'name']}; rows not `valid` stay zero."""
+    train = self.seed is not None
     rows = np.arange(len(indices)) if valid is None else np.flatnonzero(valid)
-    skeleton = np.zeros((len(indices), self.num_frames, 2, 25, 3), np.float32)
+    skeleton = np.zeros(
+        (len(indices), *self.transform.sample_shape(self.shape, train)),
+        np.float32)
     label = np.zeros(len(indices), np.int32)
     names = [''] * len(indices)
     for row, record in zip(rows, self.reader.read(indices[rows])):
       features = tf_example_pb2.Example.FromString(record).features.feature
-      x, label[row] = _skeleton_and_label(features)
+      x, label[row] = _skeleton_and_label(features, self.shape)
       if self.with_names:
         names[row] = features['name'].bytes_list.value[0].decode()
-      if bones:
-        x = preprocess.select_stream(x, 'bone')
-      skeleton[row] = preprocess.pad_or_crop(x, self.num_frames)
-    if self.stream.endswith('motion'):
-      skeleton = preprocess.select_stream(skeleton, 'joint_motion')
-    batch = {'skeleton': skeleton, 'label': label}
+      if train:
+        rng = augment.sample_rng(self.seed, self.epoch, int(indices[row]))
+        skeleton[row] = self.transform.train(x, rng)
+      else:
+        skeleton[row] = self.transform.eval(x)
+    batch = {'skeleton': self.transform.motion(skeleton), 'label': label}
     if self.with_names:
       batch['name'] = encode_names(names)
     return batch
@@ -319,7 +459,7 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
     dataset: `open_dataset(config)`, if already open.
 
   Yields:
-    {'skeleton': float32 (B_local, T, 2, 25, 3), 'label': int32 (B_local,)}
+    {'skeleton': float32 (B_local, T, M, V, C), 'label': int32 (B_local,)}
     for each remaining global batch of `config.batch_size`.
   """
   process_index, process_count = _processes(process_index, process_count)
@@ -334,7 +474,8 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
   if not 0 <= start_batch <= len(order):
     raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
-  load = _BatchLoader(reader, config.num_frames, config.stream)
+  load = _BatchLoader(reader, Transform.from_config(config, dataset),
+                      dataset.sample_shape, seed=config.seed, epoch=epoch)
   batches = grain.MapDataset.range(start_batch, len(order)).map(
       _TrainBatch(load, order))
   return _run(batches, config.worker_count)
@@ -381,8 +522,8 @@ def eval_batches(config, split: str | None = None, *,
   reader = dataset.reader(split)
   num_examples = len(reader)
   num_batches = -(-num_examples // batch_size)
-  load = _BatchLoader(reader, config.num_frames, config.stream,
-                      with_names=True)
+  load = _BatchLoader(reader, Transform.from_config(config, dataset),
+                      dataset.sample_shape, with_names=True)
   batches = grain.MapDataset.range(num_batches).map(_EvalBatch(
       load, num_examples, batch_size, process_index * local, local))
   return _run(batches, config.worker_count)

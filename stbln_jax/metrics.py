@@ -1,4 +1,4 @@
-"""Classification metrics on the host: top-k accuracy, per-class accuracy, confusion.
+"""Classification metrics on the host: top-k, per-class and mean class accuracy, confusion.
 
 Pure NumPy on gathered logits and labels, shared by evaluation (`evaluate`) and
 score fusion (`ensemble`). The jitted steps reduce their own running sums; these
@@ -40,8 +40,16 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
 
 
+def mean_class_accuracy(cm: np.ndarray) -> float:
+  """Mean over the classes present (a non-empty row of `cm`) of their recall."""
+  per_class = per_class_accuracy(cm)
+  present = ~np.isnan(per_class)
+  return float(per_class[present].mean()) if present.any() else float('nan')
+
+
 def summarize(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-  """top-1, top-5, mean cross-entropy, per-class accuracy and confusion matrix.
+  """top-1, top-5, mean class accuracy, mean cross-entropy, per-class accuracy and
+  the confusion matrix.
 
   Args:
     logits: (N, K) scores of the N real (unpadded) examples.
@@ -62,6 +70,7 @@ def summarize(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
       'num_examples': int(n),
       'top1': float(topk_correct(logits, labels, 1).mean()) if n else float('nan'),
       'top5': float(topk_correct(logits, labels, 5).mean()) if n else float('nan'),
+      'mean_class_accuracy': mean_class_accuracy(cm),
       'loss': loss,
       # NaN (a class absent from the split) is not valid JSON; write it as null.
       'per_class_accuracy': [None if np.isnan(a) else float(a) for a in per_class],

@@ -14,11 +14,15 @@ added to the gradient before momentum as PyTorch's `SGD(weight_decay=...)` does,
 applied to every parameter (BatchNorm scales and offsets and the classifier bias
 included, as 2s-AGCN passes `model.parameters()` to the optimizer), learning rate
 `base_learning_rate · batch_size / base_batch_size` divided by 10 at epochs 30
-and 40 (counted in steps), cross-entropy, 50 epochs.
+and 40 (counted in steps), cross-entropy, 50 epochs. The modern recipe's options
+(configs/ntu_modern.py): a linear warm-up, cosine decay to 0 after it
+(`lr_schedule='cosine'`), label smoothing, and the input pipeline's augmentation and
+temporal sampling.
 """
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import time
@@ -41,6 +45,7 @@ from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
 
 State = dict[str, Any]
+LR_SCHEDULES = ('step', 'cosine')
 
 
 # ---- Config checks (once, at the boundary) ---------------------------------------
@@ -56,6 +61,23 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     raise models.ConfigError(f'num_epochs={config.num_epochs} must be positive')
   if not 0.0 < config.lr_decay_factor <= 1.0:
     raise models.ConfigError(f'lr_decay_factor={config.lr_decay_factor} must be in (0, 1]')
+  schedule = config.get('lr_schedule', 'step')
+  if schedule not in LR_SCHEDULES:
+    raise models.ConfigError(f'lr_schedule={schedule!r} is not a schedule; choose one of '
+                             f'{LR_SCHEDULES}')
+  if not 0 <= config.warmup_epochs < config.num_epochs:
+    raise models.ConfigError(f'warmup_epochs={config.warmup_epochs} must be in [0, '
+                             f'num_epochs={config.num_epochs})')
+  smoothing = config.get('label_smoothing', 0.0)
+  if not 0.0 <= smoothing < 1.0:
+    raise models.ConfigError(f'label_smoothing={smoothing} must be in [0, 1)')
+  augmentation = config.get('augment') or {}
+  rotation, scale = augmentation.get('rotation', 0.0), augmentation.get('scale', 0.0)
+  if not 0.0 <= rotation <= math.pi:
+    raise models.ConfigError(f'augment.rotation={rotation} must be an angle in [0, π] '
+                             f'radians (0: off)')
+  if not 0.0 <= scale < 1.0:
+    raise models.ConfigError(f'augment.scale={scale} must be in [0, 1) (0: off)')
   for name in ('eval_every_epochs', 'checkpoint_every_epochs', 'keep_checkpoints',
                'log_every_steps'):
     if config[name] < 1:
@@ -64,7 +86,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
 
 def _check_dataset(config: ml_collections.ConfigDict,
                    dataset: input_pipeline.Dataset) -> int:
-  """Steps per epoch, or ConfigError if the splits cannot be used."""
+  """Steps per epoch, or ConfigError if the splits or the sample shape cannot be used."""
+  evaluate.check_dataset(config, dataset)
   for name in ('train_split', 'eval_split'):
     if config[name] not in dataset.split_sizes:
       raise models.ConfigError(f'{name}={config[name]!r}: {config.dataset} has no such '
@@ -82,16 +105,23 @@ def _check_dataset(config: ml_collections.ConfigDict,
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
-  """Step → learning rate: linear scaling with the batch, step decays, optional warmup."""
+  """Step → learning rate: linear scaling with the batch, optional warm-up, then step
+  decays or a cosine to 0 at the last step."""
   peak = config.base_learning_rate * config.batch_size / config.base_batch_size
   boundaries = jnp.asarray([e * steps_per_epoch for e in config.lr_decay_epochs], jnp.int32)
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+  cosine = config.get('lr_schedule', 'step') == 'cosine'
+  decay_steps = max(config.num_epochs * steps_per_epoch - warmup_steps, 1)
 
   def schedule(step):
-    # Epoch-based decay as in PyTorch's MultiStepLR: every step of epoch e uses the
-    # rate of epoch e.
-    num_decays = jnp.sum(step >= boundaries)
-    lr = peak * config.lr_decay_factor ** num_decays
+    if cosine:
+      progress = jnp.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
+      lr = peak * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    else:
+      # Epoch-based decay as in PyTorch's MultiStepLR: every step of epoch e uses the
+      # rate of epoch e.
+      num_decays = jnp.sum(step >= boundaries)
+      lr = peak * config.lr_decay_factor ** num_decays
     if warmup_steps:
       lr = lr * jnp.minimum(1.0, (step + 1) / warmup_steps)
     return lr
@@ -143,13 +173,23 @@ def abstract_train_state(model, config: ml_collections.ConfigDict,
 
 # ---- The step --------------------------------------------------------------------
 
-def train_step(state: State, batch: dict, *, model, optimizer, schedule) -> tuple[State, dict]:
-  """One SGD step on a global batch; returns the new state and batch-mean metrics."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross-entropy against (1 - ε)·one-hot + ε/K targets (ε = smoothing)."""
+  if not smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def train_step(state: State, batch: dict, *, model, optimizer, schedule,
+               label_smoothing: float = 0.0) -> tuple[State, dict]:
+  """One SGD step on a global batch; returns the new state and batch-mean metrics
+  (the loss is the smoothed one that is minimised)."""
 
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state['batch_stats']},
                                   batch['skeleton'], train=True, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
     return loss, (logits, updates['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -167,10 +207,12 @@ def train_step(state: State, batch: dict, *, model, optimizer, schedule) -> tupl
   return new_state, measurements
 
 
-def make_train_step(model, optimizer, schedule, mesh) -> Callable:
+def make_train_step(model, optimizer, schedule, mesh, *, label_smoothing: float = 0.0
+                    ) -> Callable:
   """`train_step` jitted on `mesh`: the state is donated, the batch is sharded."""
   return jax.jit(
-      functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule),
+      functools.partial(train_step, model=model, optimizer=optimizer, schedule=schedule,
+                        label_smoothing=label_smoothing),
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
       donate_argnums=(0,))
@@ -331,7 +373,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.close()
     return {}
 
-  train_fn = make_train_step(model, optimizer, schedule, mesh)
+  smoothing = config.get('label_smoothing', 0.0)
+  train_fn = make_train_step(model, optimizer, schedule, mesh,
+                             **({'label_smoothing': smoothing} if smoothing else {}))
   eval_fn = evaluate.make_eval_step(model, mesh)
   writer = _Writer(os.path.join(workdir, 'tensorboard'))
 
@@ -344,9 +388,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluations.append(entry)
     if jax.process_index() == 0:
       logging.info('epoch %s eval on %s (%d examples): top-1 %.2f%%, top-5 %.2f%%, '
-                   'loss %.4f', entry['epoch'], config.eval_split, result['num_examples'],
-                   100 * result['top1'], 100 * result['top5'], result['loss'])
-    writer.scalars(step, {f'eval/{k}': entry[k] for k in ('top1', 'top5', 'loss')})
+                   'mean class accuracy %.2f%%, loss %.4f', entry['epoch'],
+                   config.eval_split, result['num_examples'], 100 * result['top1'],
+                   100 * result['top5'], 100 * result['mean_class_accuracy'],
+                   result['loss'])
+    writer.scalars(step, {f'eval/{k}': entry[k]
+                          for k in ('top1', 'top5', 'mean_class_accuracy', 'loss')})
     return result
 
   def evaluation_due(step: int) -> bool:

@@ -77,10 +77,10 @@ def compile_once():
   for module, name in ((train, 'make_train_step'), (evaluate, 'make_eval_step')):
     original, cache = getattr(module, name), {}
 
-    def cached(model, *args, _original=original, _cache=cache):
-      key = (model, args[-1])  # the mesh is the last argument of both
+    def cached(model, *args, _original=original, _cache=cache, **kwargs):
+      key = (model, args[-1], *sorted(kwargs.items()))  # the mesh is the last argument
       if key not in _cache:
-        _cache[key] = _original(model, *args)
+        _cache[key] = _original(model, *args, **kwargs)
       return _cache[key]
     patch.setattr(module, name, cached)
   yield
@@ -123,6 +123,12 @@ def test_evaluation_counts_every_example_once(trained, data_dir):
   assert np.asarray(summary['confusion_matrix']).sum() == NUM_TEST
   assert len(summary['per_class_accuracy']) == 60
   assert 0.0 <= summary['top1'] <= summary['top5'] <= 1.0
+  # Mean class accuracy: the mean recall over the classes of the test split.
+  labels, predictions = scores['labels'], scores['logits'].argmax(-1)
+  recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
+  assert summary['mean_class_accuracy'] == pytest.approx(np.mean(recalls))
+  assert all(set(e) == set(evaluate.EVALUATION_KEYS)
+             for e in read_report(workdir)['evaluations'])
   # Scores are per sample, in split order, with the sample names for fusion.
   dataset = input_pipeline.open_dataset(config)
   assert list(scores['names']) == dataset.sample_names('test')
@@ -144,6 +150,41 @@ def test_report_gives_the_best_epoch_and_the_final_one(trained):
   line = evaluate.describe(summary)
   assert line.startswith(f'top-1 {100 * summary["top1"]:.2f}% on the {NUM_TEST} examples')
   assert f"best of the run's 2 evaluations: top-1 {100 * best['top1']:.2f}% at epoch" in line
+
+
+class ClipModel:
+  """A stand-in network: logits = a fixed linear map of the mean input (no compile)."""
+
+  def __init__(self, num_classes=4, seed=0):
+    self.weights = np.random.default_rng(seed).normal(size=(3, num_classes)) * 3
+
+  def apply(self, variables, x, train):
+    del variables, train
+    return jnp.mean(x, axis=(1, 2, 3)) @ self.weights
+
+
+def test_multi_clip_evaluation_averages_the_clips_probabilities():
+  rng = np.random.default_rng(0)
+  skeleton = rng.normal(size=(3, 5, 4, 2, 6, 3)).astype(np.float32)  # B=3, K=5 clips
+  batch = {'skeleton': skeleton, 'label': np.array([0, 2, 3], np.int32),
+           'mask': np.array([True, True, False]), 'index': np.array([0, 1, -1], np.int32),
+           'name': np.zeros((3, input_pipeline.NAME_BYTES), np.uint8)}
+  model = ClipModel()
+  out = jax.device_get(evaluate.eval_step({}, batch, model=model))
+
+  # Directly: each clip's softmax, averaged over the clips of a sample.
+  clip_logits = np.asarray(skeleton.mean(axis=(2, 3, 4)) @ model.weights)  # (B, K, 4)
+  e = np.exp(clip_logits - clip_logits.max(-1, keepdims=True))
+  mean_probs = (e / e.sum(-1, keepdims=True)).mean(axis=1)
+  np.testing.assert_allclose(out['logits'], np.log(mean_probs), rtol=1e-5, atol=1e-5)
+  real = batch['mask']
+  loss = -np.log(mean_probs[np.arange(3), batch['label']])
+  assert out['loss_sum'] == pytest.approx(loss[real].sum(), rel=1e-5)
+  top1 = mean_probs.argmax(-1) == batch['label']
+  assert out['top1_correct'] == top1[real].sum() and out['count'] == 2
+  # Not the mean of the logits: the two averages disagree on these clips.
+  assert not np.allclose(np.log(mean_probs), jax.nn.log_softmax(clip_logits.mean(1)),
+                         atol=1e-3)
 
 
 def test_best_evaluation_is_the_highest_top1_and_the_earliest_of_ties():

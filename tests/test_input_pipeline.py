@@ -1,7 +1,9 @@
-"""The grain input pipeline over a small built `ntu_rgbd/xview`.
+"""The grain input pipeline over a small built `ntu_rgbd/xview` and a tiny 2D
+COCO-17 dataset of another sample shape (`TinyPoses`).
 
 Every batch row is traced back to the record it came from, so the tests check
-content (decode, padding, streams) as well as order, sharding and coverage.
+content (decode, padding, sampling, augmentation, streams) as well as order,
+sharding and coverage.
 """
 
 import shutil
@@ -11,7 +13,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
+from stbln_jax import evaluate
 from stbln_jax import input_pipeline
+from stbln_jax import models
+from stbln_jax import train
+from stbln_jax.data import augment
 from stbln_jax.data import build
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
@@ -45,7 +51,7 @@ def config(data_dir):
 
 
 def _records(config, split):
-  """[(name, skeleton (T', 2, 25, 3), label)] as TFDS decodes them."""
+  """[(name, skeleton (T', M, V, C), label)] as TFDS decodes them, in split order."""
   source = tfds.data_source(config.dataset, split=split,
                             data_dir=config.data_dir, download=False)
   return [(r['name'].decode(), r['skeleton'], r['label'])
@@ -230,3 +236,169 @@ def test_batch_must_split_over_processes(config):
   with pytest.raises(ValueError, match='multiple of the process count 2'):
     input_pipeline.train_batches(config, epoch=0, process_index=0,
                                  process_count=2)
+
+
+# ---- Any dataset shape: a tiny (T, 2, 17, 3) COCO-17 dataset ------------------
+
+POSE_CLASSES = ('wave', 'jump', 'sit')
+POSE_LENGTHS = {'xsub_train': (5, 9, 12, 30, 7, 11, 40, 6), 'xsub_val': (8, 25, 3)}
+
+
+class TinyPoses(tfds.core.GeneratorBasedBuilder):
+  """Records with the features and metadata of a 2D COCO-17 annotation dataset."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def __init__(self, **kwargs):
+    super().__init__(file_format='array_record', **kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict({
+            'skeleton': tfds.features.Tensor(
+                shape=(None, 2, 17, 3), dtype=np.float32,
+                encoding=tfds.features.Encoding.BYTES),
+            'label': tfds.features.ClassLabel(names=POSE_CLASSES),
+            'name': tfds.features.Text(),
+            'num_frames': np.int32,
+        }),
+        metadata=tfds.core.MetadataDict(layout='coco17', channels='xys'))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in POSE_LENGTHS}
+
+  def _generate_examples(self, split):
+    for i, length in enumerate(POSE_LENGTHS[split]):
+      rng = np.random.default_rng([len(split), i])
+      skeleton = rng.uniform(-1, 1, (length, 2, 17, 3)).astype(np.float32)
+      skeleton[..., 2] = rng.uniform(0, 1, (length, 2, 17))  # detector scores
+      name = f'{split}_video_{i:03d}_' + 'x' * 40  # longer than 32 bytes
+      yield name, {'skeleton': skeleton, 'label': i % 3, 'name': name,
+                   'num_frames': length}
+
+
+@pytest.fixture(scope='module')
+def pose_data_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp('poses')
+  TinyPoses(data_dir=data_dir).download_and_prepare()
+  return str(data_dir)
+
+
+def pose_config(data_dir, **overrides):
+  config = default.get_config()
+  config.dataset = 'tiny_poses'
+  config.data_dir = data_dir
+  config.train_split, config.eval_split = 'xsub_train', 'xsub_val'
+  config.model.update(layout='coco17', num_joints=17, in_channels=3, num_classes=3)
+  config.num_frames = 10
+  config.batch_size = config.eval_batch_size = 4
+  config.update(overrides)
+  return config
+
+
+def test_a_dataset_says_its_sample_shape_layout_and_channels(pose_data_dir, config):
+  dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
+  assert (dataset.sample_shape, dataset.layout, dataset.channels) == (
+      (2, 17, 3), 'coco17', 'xys')
+  assert dataset.class_names == POSE_CLASSES
+  ntu = input_pipeline.open_dataset(config)
+  assert (ntu.sample_shape, ntu.layout, ntu.channels) == ((2, 25, 3), 'ntu25', 'xyz')
+
+
+def test_pipeline_reads_a_coco17_dataset(pose_data_dir):
+  config = pose_config(pose_data_dir, stream='bone_motion')
+  records = _records(config, 'xsub_train')
+  batches = _train(config, epoch=0)
+  assert len(batches) == 2
+  expected = np.stack([
+      preprocess.select_stream(preprocess.pad_or_crop(s, 10), 'bone_motion', 'coco17',
+                               'xys') for _, s, _ in records])
+  rows = []
+  for batch in batches:
+    assert batch['skeleton'].shape == (4, 10, 2, 17, 3)
+    rows.extend(_rows_to_records(batch['skeleton'], expected))
+    np.testing.assert_array_equal(batch['label'], [records[r][2] for r in rows[-4:]])
+  assert sorted(rows) == list(range(8))
+  evaluation = list(input_pipeline.eval_batches(pose_config(pose_data_dir),
+                                                process_index=0, process_count=1))
+  names = input_pipeline.decode_names(np.concatenate([b['name'] for b in evaluation]))
+  assert names == [n for n, _, _ in _records(config, 'xsub_val')] + ['']
+  assert len(names[0]) > 32
+
+
+def test_model_config_must_match_the_dataset(pose_data_dir):
+  dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
+  with pytest.raises(models.ConfigError,
+                     match=r'model.\(num_persons, num_joints, in_channels\)=\(2, 25, 3\), '
+                           r'but tiny_poses holds samples of \(M, V, C\)=\(2, 17, 3\)'):
+    evaluate.check_dataset(default.get_config(), dataset)
+  config = pose_config(pose_data_dir)
+  config.model.layout = 'openpose18'
+  with pytest.raises(models.ConfigError, match="set model.layout='coco17'"):
+    evaluate.check_dataset(config, dataset)
+  evaluate.check_dataset(pose_config(pose_data_dir), dataset)
+
+
+def test_default_loader_is_the_papers_padding_whatever_the_seed_and_epoch(config):
+  """No randomness in the paper's recipe: the same padded records in any epoch."""
+  padded = _padded(config, 'train')
+  for seed, epoch in ((0, 0), (5, 3)):
+    config.seed = seed
+    for batch in _train(config, epoch=epoch):
+      rows = _rows_to_records(batch['skeleton'], padded)
+      np.testing.assert_array_equal(batch['skeleton'], padded[rows])
+
+
+def test_training_samples_are_the_augment_functions_seeded_by_seed_epoch_index(
+    pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', stream='bone')
+  config.augment.update(rotation=0.3, scale=0.1)
+  records = _records(config, 'xsub_train')
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 1)
+  batches = _train(config, epoch=1)
+  for indices, batch in zip(order, batches):
+    for index, row in zip(indices, batch['skeleton']):
+      rng = augment.sample_rng(config.seed, 1, int(index))
+      x = augment.random_scale(records[index][1], rng, 0.1, 'xys')
+      x = augment.random_rotate(x, rng, 0.3, 'xys')
+      x = preprocess.select_stream(x, 'bone', 'coco17', 'xys')
+      np.testing.assert_array_equal(row, x[augment.uniform_indices(len(x), 10, rng)])
+  again = _train(config, epoch=1, start_batch=1)
+  np.testing.assert_array_equal(again[0]['skeleton'], batches[1]['skeleton'])
+  assert not np.array_equal(_train(config, epoch=2)[0]['skeleton'], batches[0]['skeleton'])
+
+
+def test_eval_batches_hold_the_fixed_test_clips(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', num_test_clips=3)
+  batches = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+  records = _records(config, 'xsub_val')
+  assert batches[0]['skeleton'].shape == (4, 3, 10, 2, 17, 3)
+  for i, (_, x, _) in enumerate(records):
+    np.testing.assert_array_equal(
+        batches[0]['skeleton'][i], x[augment.eval_clip_indices(len(x), 10, 3)])
+  assert not batches[0]['skeleton'][3].any()  # the padding row
+  config = pose_config(pose_data_dir, temporal_sampling='crop_resize')
+  (batch,) = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+  np.testing.assert_array_equal(
+      batch['skeleton'][1], augment.crop_resize(records[1][1], 10, (0.95,)))
+
+
+def test_a_modern_recipe_run_on_the_coco17_dataset(pose_data_dir, tmp_path):
+  """Uniform sampling, rotation, scaling, warm-up, cosine, label smoothing and two
+  test clips together, through `train_and_evaluate` on 17 joints."""
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', num_test_clips=2,
+                       num_epochs=2, warmup_epochs=1, lr_schedule='cosine',
+                       label_smoothing=0.1, log_every_steps=1)
+  config.augment.update(rotation=0.3, scale=0.1)
+  config.model.update(channels=(8, 8), strides=(1, 1), num_layers=2)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['num_examples'] == 3 and summary['split'] == 'xsub_val'
+  assert [e['step'] for e in summary['evaluations']] == [2, 4]
+  assert 0.0 <= summary['mean_class_accuracy'] <= 1.0
+  with np.load(tmp_path / 'scores_xsub_val.npz') as scores:
+    # The scores are the log of the clips' mean probabilities.
+    total = np.exp(scores['logits'].astype(np.float64)).sum(-1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-5)
+    assert list(scores['names']) == [n for n, _, _ in _records(config, 'xsub_val')]

@@ -148,6 +148,38 @@ def test_warmup_ramps_linearly_to_the_peak():
   assert float(schedule(jnp.asarray(25))) == pytest.approx(0.1)
 
 
+def test_cosine_decays_to_zero_after_the_warmup():
+  config = default.get_config()
+  config.num_epochs, config.warmup_epochs, config.lr_schedule = 10, 2, 'cosine'
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+  lr = lambda step: float(schedule(jnp.asarray(step)))
+  assert lr(0) == pytest.approx(0.1 / 20)  # the warm-up ramp, as with steps
+  assert lr(19) == pytest.approx(0.1)
+  assert lr(20) == pytest.approx(0.1)  # the cosine starts at the peak
+  assert lr(60) == pytest.approx(0.05)  # half way through the 80 cosine steps
+  assert lr(40) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)))
+  assert lr(100) == pytest.approx(0.0, abs=1e-9)
+  rates = [lr(s) for s in range(20, 100)]
+  assert all(a > b for a, b in zip(rates, rates[1:]))  # no step decays
+  config.warmup_epochs = 0
+  schedule = train.learning_rate_schedule(config, steps_per_epoch=10)
+  assert float(schedule(jnp.asarray(0))) == pytest.approx(0.1)
+
+
+def test_label_smoothing_is_infogcns_smoothed_cross_entropy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 5)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 4, 0])
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nll = -log_p[np.arange(6), labels]
+  # (1 - ε)·NLL + ε·mean over classes of -log p (InfoGCN's LabelSmoothingCrossEntropy).
+  expected = 0.9 * nll + 0.1 * -log_p.mean(-1)
+  np.testing.assert_allclose(train.cross_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                                                 0.1), expected, rtol=1e-5)
+  np.testing.assert_allclose(train.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+                             nll, rtol=1e-5)
+
+
 def test_optimizer_is_pytorch_sgd_with_nesterov_and_l2_decay():
   """Two steps of torch.optim.SGD(lr, momentum=0.9, nesterov=True, weight_decay=1e-4)."""
   config = default.get_config()
@@ -173,12 +205,28 @@ def test_optimizer_is_pytorch_sgd_with_nesterov_and_l2_decay():
     ('eval_batch_size', 10, 'multiple of the number of devices'),
     ('stream', 'velocity', 'is not a stream'),
     ('num_frames', 0, 'num_frames=0'),
+    ('temporal_sampling', 'random', "temporal_sampling='random' is not a sampling"),
+    ('crop_interval', (0.9, 0.5), r'crop_interval=\(0.9, 0.5\) must be two fractions'),
+    ('crop_interval', (0.5,), r'crop_interval=\(0.5,\) must be two fractions'),
+    ('test_crop', 1.5, 'test_crop=1.5 must be a fraction'),
+    ('num_test_clips', 0, 'num_test_clips=0 must be at least 1'),
+    ('num_test_clips', 10, "num_test_clips=10 needs temporal_sampling='uniform'"),
+    ('lr_schedule', 'linear', "lr_schedule='linear' is not a schedule"),
+    ('label_smoothing', 1.0, 'label_smoothing=1.0 must be in'),
+    ('warmup_epochs', 50, 'warmup_epochs=50 must be in'),
+    ('augment.rotation', -0.1, 'augment.rotation=-0.1 must be an angle'),
+    ('augment.scale', 1.5, 'augment.scale=1.5 must be in'),
 ])
 def test_config_errors_say_what_to_change(field, value, message):
   config = tiny_config()
-  config[field] = value
-  with pytest.raises(models.ConfigError, match=message):
+  *parents, name = field.split('.')
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  with pytest.raises(models.ConfigError, match=message) as error:
     train.validate_config(config, num_devices=4, num_processes=1)
+  assert '\n' not in str(error.value)
 
 
 def test_model_config_errors_are_checked_too():
@@ -241,7 +289,10 @@ def test_checkpoints_keep_the_last_ones_and_the_best(tmp_path):
     ('cs120.py', 'ntu_rgbd/xsub120', 'joint', 120),
     ('cset120.py', 'ntu_rgbd/xset120', 'joint', 120),
     ('default.py:cs120,bone_motion', 'ntu_rgbd/xsub120', 'bone_motion', 120),
-    ('demo.py', 'ntu_rgbd/xview', 'joint', 60)])
+    ('demo.py', 'ntu_rgbd/xview', 'joint', 60),
+    ('ntu_modern.py', 'ntu_rgbd/xsub', 'joint', 60),
+    ('ntu_modern.py:cs120', 'ntu_rgbd/xsub120', 'joint', 120),
+    ('coco17.py', 'pose_annotations/coco17_2d', 'joint', 60)])
 def test_config_files_load_validate_and_take_overrides(spec, dataset, stream, num_classes):
   def parse(*overrides):
     argv = ['main', f'--config={CONFIGS / spec}', *overrides]
@@ -260,6 +311,35 @@ def test_config_files_load_validate_and_take_overrides(spec, dataset, stream, nu
                  '--config.stream=bone_motion')
   assert config.model.aggregate_at == 3 and config.stream == 'bone_motion'
   train.validate_config(config, num_devices=4, num_processes=1)
+
+
+def test_the_paper_recipe_is_the_default_and_the_modern_one_changes_only_training():
+  paper = default.get_config('cs')
+  assert (paper.temporal_sampling, paper.num_test_clips, paper.lr_schedule) == (
+      'pad', 1, 'step')
+  assert (paper.augment.rotation, paper.augment.scale, paper.label_smoothing) == (0, 0, 0)
+  assert paper.model.layout == 'ntu25'
+  modern = train_config('ntu_modern.py')
+  assert modern.model.to_dict() == paper.model.to_dict()
+  assert (modern.temporal_sampling, modern.num_frames, modern.lr_schedule,
+          modern.warmup_epochs, modern.label_smoothing) == ('crop_resize', 64, 'cosine', 5,
+                                                            0.1)
+  coco = train_config('coco17.py')
+  assert (coco.model.layout, coco.model.num_joints, coco.model.in_channels) == (
+      'coco17', 17, 3)
+  assert (coco.train_split, coco.eval_split) == ('xsub_train', 'xsub_val')
+  assert (coco.temporal_sampling, coco.num_frames, coco.num_test_clips) == (
+      'uniform', 100, 10)
+
+
+def train_config(name):
+  """The config of configs/<name>, as `main` loads it."""
+  values = flags.FlagValues()
+  argv = ['main', f'--config={CONFIGS / name}']
+  config_flags.DEFINE_config_file('config', None, flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  return values.config
 
 
 def test_variants_are_the_default_recipe_with_their_own_dataset():

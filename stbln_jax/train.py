@@ -373,9 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.close()
     return {}
 
-  smoothing = config.get('label_smoothing', 0.0)
   train_fn = make_train_step(model, optimizer, schedule, mesh,
-                             **({'label_smoothing': smoothing} if smoothing else {}))
+                             label_smoothing=config.get('label_smoothing', 0.0))
   eval_fn = evaluate.make_eval_step(model, mesh)
   writer = _Writer(os.path.join(workdir, 'tensorboard'))
 

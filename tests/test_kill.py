@@ -49,8 +49,8 @@ def reached():
 
 if where == 'train_step':
   make = train.make_train_step
-  def make_killing(*args):
-    step = make(*args)
+  def make_killing(*args, **kwargs):
+    step = make(*args, **kwargs)
     def killing(*a):
       reached()
       return step(*a)

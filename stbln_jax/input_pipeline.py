@@ -263,11 +263,12 @@ class Transform:
   scale: float = 0.0
 
   @classmethod
-  def from_config(cls, config, dataset: Dataset) -> Transform:
+  def from_config(cls, config, *, layout: str, channels: str) -> Transform:
+    """The transform of `config` for records of `layout` and `channels`."""
     augmentation = config.get('augment') or {}
     return cls(
         num_frames=config.num_frames, stream=config.stream,
-        layout=dataset.layout, channels=dataset.channels,
+        layout=layout, channels=channels,
         sampling=config.get('temporal_sampling', 'pad'),
         crop_interval=tuple(config.get('crop_interval', (0.5, 1.0))),
         test_crop=config.get('test_crop', 0.95),
@@ -474,7 +475,8 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
   if not 0 <= start_batch <= len(order):
     raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
-  load = _BatchLoader(reader, Transform.from_config(config, dataset),
+  load = _BatchLoader(reader, Transform.from_config(
+      config, layout=dataset.layout, channels=dataset.channels),
                       dataset.sample_shape, seed=config.seed, epoch=epoch)
   batches = grain.MapDataset.range(start_batch, len(order)).map(
       _TrainBatch(load, order))
@@ -522,7 +524,8 @@ def eval_batches(config, split: str | None = None, *,
   reader = dataset.reader(split)
   num_examples = len(reader)
   num_batches = -(-num_examples // batch_size)
-  load = _BatchLoader(reader, Transform.from_config(config, dataset),
+  load = _BatchLoader(reader, Transform.from_config(
+      config, layout=dataset.layout, channels=dataset.channels),
                       dataset.sample_shape, with_names=True)
   batches = grain.MapDataset.range(num_batches).map(_EvalBatch(
       load, num_examples, batch_size, process_index * local, local))

@@ -1,13 +1,18 @@
-r"""Top-5 actions of raw NTU `.skeleton` files, with a trained workdir.
+r"""Top-5 actions of raw samples, with a trained workdir.
 
   python -m stbln_jax.predict --workdir=/tmp/cv_bilinear S001C001P001R001A011.skeleton ...
+  python -m stbln_jax.predict --workdir=/tmp/coco --annotations=clips.pkl [FRAME_DIR ...]
 
-Each file goes through the builder's preprocessing (`preprocess_skeleton`), is
-repeat-padded or cut to the run's `num_frames` and turned into the run's stream,
-exactly as the input pipeline does, then classified by the workdir's checkpoint
-(latest unless --checkpoint_step). The config and action names come from the
-workdir. A file that cannot be read is reported by name and the others go on; the
-exit status is 1 if any failed.
+A run on NTU records takes `.skeleton` files, which go through the builder's
+preprocessing (`preprocess_skeleton`); a run on `pose_annotations` records takes
+an annotation file and the frame_dirs to classify (default: all of it), each
+converted as the builder converts it (`annotations.to_sample`). Then every sample
+is made a model input exactly as evaluation makes one (`input_pipeline.Transform`:
+the run's temporal sampling, stream and test clips, whose probabilities are
+averaged) and classified by the workdir's checkpoint (latest unless
+--checkpoint_step). The config and class names come from the workdir. A sample
+that cannot be read is reported by name and the others go on; the exit status is
+1 if any failed.
 """
 
 import sys
@@ -20,11 +25,15 @@ import numpy as np
 
 from stbln_jax import checkpoint
 from stbln_jax import cli
+from stbln_jax import evaluate
+from stbln_jax import input_pipeline
 from stbln_jax import metrics
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import annotations as annotations_lib
 from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import pose_annotations
 from stbln_jax.data import preprocess
 
 FLAGS = flags.FLAGS
@@ -35,49 +44,126 @@ def _define_flags():
   flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
   flags.DEFINE_integer('checkpoint_step', None,
                        'Checkpoint to use (default: latest).')
-  flags.DEFINE_integer('top_k', 5, 'How many actions to print per file.',
+  flags.DEFINE_integer('top_k', 5, 'How many actions to print per sample.',
                        lower_bound=1)
+  flags.DEFINE_string('annotations', None,
+                      'A PYSKL/MMAction2 annotation file (runs on pose_annotations '
+                      'records); the arguments name its frame_dirs (default: all).')
+
+
+def _builder_config(dataset: str):
+  """The builder config of a dataset name ('<builder>/<config>[:version]')."""
+  builder, _, name = dataset.partition('/')
+  name = name.split(':')[0]
+  if builder == 'pose_annotations':
+    return pose_annotations.get_config(name)
+  return ntu_rgbd.get_config(name)
 
 
 def preprocessing_of(dataset: str) -> str:
-  """The preprocessing the builder applied to `dataset` ('ntu_rgbd/<config>[:version]')."""
+  """The preprocessing the builder applied to an `ntu_rgbd/<config>` dataset."""
   return ntu_rgbd.get_config(dataset.split('/')[-1].split(':')[0]).preprocessing
 
 
-def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
-  """Model inputs of the readable files and an error message for each other one.
+def transform_of(config) -> input_pipeline.Transform:
+  """How evaluation made the run's model inputs from its records."""
+  builder_config = _builder_config(config.dataset)
+  channels = getattr(builder_config, 'channels', input_pipeline.DEFAULT_CHANNELS)
+  return input_pipeline.Transform.from_config(
+      config, layout=config.model.get('layout', 'ntu25'), channels=channels)
 
-  Returns:
-    (inputs (N, T, M, V, C) float32, the N readable paths, error messages).
-  """
-  samples, good, errors = [], [], []
+
+def _error(e: Exception, where: str) -> str:
+  message = str(e) if where in str(e) else f'{where}: {e}'
+  return f'{type(e).__name__}: {message}'
+
+
+def skeleton_records(paths: Sequence[str], config):
+  """(path, record or None, error or None) of each `.skeleton` file."""
   preprocessing = preprocessing_of(config.dataset)
   for path in paths:
     try:
-      x = preprocess.pad_or_crop(preprocess.preprocess_skeleton(path, preprocessing),
-                                 config.num_frames)
+      yield path, preprocess.preprocess_skeleton(path, preprocessing), None
     except (OSError, ValueError) as e:
       # Unreadable, malformed (SkeletonFormatError) or without a body: say which file
       # and why, and go on with the rest.
-      message = str(e) if path in str(e) else f'{path}: {e}'
-      errors.append(f'{type(e).__name__}: {message}')
+      yield path, None, _error(e, path)
+
+
+def annotation_records(path: str, frame_dirs: Sequence[str], config):
+  """(frame_dir, record or None, error or None) of the named annotations of a
+  file (all of them when `frame_dirs` is empty)."""
+  builder_config = _builder_config(config.dataset)
+  if not isinstance(builder_config, pose_annotations.PoseAnnotationsConfig):
+    raise ValueError(f'--annotations: the run was trained on {config.dataset}, not on '
+                     'pose_annotations records; give it .skeleton files')
+  data = annotations_lib.load_annotation_file(path)
+  by_name = {str(a.get('frame_dir')): a for a in data['annotations']
+             if isinstance(a, dict)}
+  for name in frame_dirs or list(by_name):
+    if name not in by_name:
+      yield name, None, f'{path}: no annotation has frame_dir {name!r}'
       continue
-    samples.append(x)
-    good.append(path)
+    try:
+      yield name, annotations_lib.to_sample(
+          by_name[name], builder_config.layout, builder_config.kind,
+          config.model.num_persons), None
+    except annotations_lib.AnnotationError as e:
+      yield name, None, _error(e, name)
+
+
+def load_inputs(paths: Sequence[str], config) -> tuple[np.ndarray, list[str], list[str]]:
+  """`inputs_of` the `.skeleton` files `paths`."""
+  return inputs_of(skeleton_records(paths, config), config)
+
+
+def inputs_of(records, config) -> tuple[np.ndarray, list[str], list[str]]:
+  """Model inputs of the readable samples and an error message for each other one.
+
+  Args:
+    records: (name, record (T, M, V, C) or None, error or None) triples.
+
+  Returns:
+    (inputs (N, T, M, V, C) or (N, K, T, M, V, C) with K test clips, float32;
+     the N readable names; error messages).
+  """
+  transform = transform_of(config)
+  samples, good, errors = [], [], []
+  for name, record, error in records:
+    if error is not None:
+      errors.append(error)
+      continue
+    samples.append(transform.eval(np.asarray(record, np.float32)))
+    good.append(name)
   if not samples:
     return np.zeros((0,), np.float32), good, errors
-  # Streams are taken from the padded batch, as the input pipeline does.
-  batch = preprocess.select_stream(np.stack(samples).astype(np.float32), config.stream)
-  return batch, good, errors
+  # Motion streams are taken from the sampled batch, as the input pipeline does.
+  return transform.motion(np.stack(samples).astype(np.float32)), good, errors
 
 
-def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
-        checkpoint_step: int | None = None, out: TextIO = sys.stdout,
+def _probabilities(model, variables, inputs: np.ndarray) -> np.ndarray:
+  """Class probabilities (N, K): of the one input, or the clips' mean."""
+  def forward(v, x):
+    if x.ndim == 6:
+      n, k = x.shape[:2]
+      logits = model.apply(v, x.reshape((n * k,) + x.shape[2:]), train=False)
+      return evaluate.average_clips(logits.reshape(n, k, -1))
+    return model.apply(v, x, train=False)
+  return metrics.softmax(np.asarray(jax.jit(forward)(variables, inputs)))
+
+
+def run(workdir: str, paths: Sequence[str], *, annotations: str | None = None,
+        top_k: int = 5, checkpoint_step: int | None = None, out: TextIO = sys.stdout,
         err: TextIO = sys.stderr) -> int:
-  """Prints the top-k actions of each file; returns the number of files that failed."""
+  """Prints the top-k actions of each sample; returns the number that failed.
+
+  `paths` are `.skeleton` files or, with `annotations`, frame_dirs of that file.
+  """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
-  inputs, good, errors = load_inputs(paths, config)
+  records = (annotation_records(annotations, paths, config) if annotations
+             else skeleton_records(paths, config))
+  inputs, good, errors = inputs_of(records, config)
   for message in errors:
     print(f'error: {message}', file=err)
   if not good:
@@ -85,9 +171,7 @@ def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
 
   device = sharding.replicated(sharding.make_mesh(jax.local_devices()[:1]))
   variables, _, step = checkpoint.restore_variables(workdir, device, checkpoint_step)
-  model = models.create_model(config.model)
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, inputs)
-  probabilities = metrics.softmax(np.asarray(logits))
+  probabilities = _probabilities(models.create_model(config.model), variables, inputs)
   width = max(len(name) for name in class_names)
   for path, p in zip(good, probabilities):
     print(f'{path}  (step {step}, {config.stream} stream)', file=out)
@@ -97,11 +181,11 @@ def run(workdir: str, paths: Sequence[str], *, top_k: int = 5,
 
 
 def main(argv):
-  if len(argv) < 2:
-    raise app.UsageError('name one or more .skeleton files')
+  if len(argv) < 2 and not FLAGS.annotations:
+    raise app.UsageError('name one or more .skeleton files, or give --annotations')
   cli.show_only_own_info_logs()
-  failed = run(FLAGS.workdir, argv[1:], top_k=FLAGS.top_k,
-               checkpoint_step=FLAGS.checkpoint_step)
+  failed = run(FLAGS.workdir, argv[1:], annotations=FLAGS.annotations,
+               top_k=FLAGS.top_k, checkpoint_step=FLAGS.checkpoint_step)
   return 1 if failed else 0
 
 

@@ -67,6 +67,17 @@ BUILDER_CONFIGS = tuple(
                     f'{annotations_lib.CHANNELS[kind]}).')
     for layout in LAYOUTS for kind in annotations_lib.KINDS)
 
+_CONFIGS_BY_NAME = {c.name: c for c in BUILDER_CONFIGS}
+
+
+def get_config(name: str) -> PoseAnnotationsConfig:
+  """The builder config `name`, e.g. 'coco17_2d'."""
+  try:
+    return _CONFIGS_BY_NAME[name]
+  except KeyError:
+    raise ValueError(f'unknown pose_annotations config {name!r}; expected one of '
+                     f'{sorted(_CONFIGS_BY_NAME)}') from None
+
 
 @dataclasses.dataclass
 class BuildReport:

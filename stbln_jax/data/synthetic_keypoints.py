@@ -25,7 +25,7 @@ What a pose estimator adds to the 3D joints, and how it is imitated:
   * Pixel noise, larger for joints turned away from the camera (further from
     it than the body's middle, or than the head's centre for the face).
   * Scores: high (about 0.9) for visible joints, lower (about 0.45) for those
-    turned away.
+    turned away, drifting slowly over the frames.
   * Missed detections: a joint now and then (more often when turned away), a
     joint outside the image, and whole frames without a person (the 3D
     generator's dropped frames, and the estimator's own misses); a missed
@@ -120,6 +120,18 @@ def _turned_away(joints: np.ndarray) -> np.ndarray:
   return hidden
 
 
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int],
+                  keep: float = 0.9) -> np.ndarray:
+  """Unit-variance noise (T, J) correlated over frames (AR(1), `keep` of the
+  last frame's value carried over)."""
+  white = rng.standard_normal(shape)
+  out = np.empty(shape)
+  out[0] = white[0]
+  for t in range(1, shape[0]):
+    out[t] = keep * out[t - 1] + np.sqrt(1 - keep**2) * white[t]
+  return out
+
+
 def _detect(body: synthetic.SyntheticBody, rng: np.random.Generator, *,
             spurious: bool, pixel_noise: float, miss_rate: float,
             frame_miss_rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +141,12 @@ def _detect(body: synthetic.SyntheticBody, rng: np.random.Generator, *,
   pixels = project(joints)
   sigma = pixel_noise * np.where(hidden, 2.5, 1.0)
   pixels = pixels + sigma[..., None] * rng.standard_normal(pixels.shape)
-  score = np.where(hidden, rng.normal(0.45, 0.12, hidden.shape),
-                   rng.normal(0.9, 0.05, hidden.shape))
+  # An estimator's confidence in a joint drifts slowly from frame to frame.
+  drift = _smooth_noise(rng, hidden.shape)
+  score = np.where(hidden, 0.45 + 0.1 * drift, 0.9 + 0.04 * drift)
   if spurious:  # a false detection: unsure of every joint
-    score = rng.normal(0.3, 0.1, hidden.shape)
-  score = np.clip(score, 0.05, 1.0)
+    score = 0.3 + 0.1 * drift
+  score = np.clip(score + 0.01 * rng.standard_normal(hidden.shape), 0.05, 1.0)
   missed = rng.uniform(size=hidden.shape) < np.where(hidden, 4 * miss_rate,
                                                      miss_rate)
   height, width = IMG_SHAPE

@@ -42,6 +42,7 @@ import pickle
 import numpy as np
 
 from stbln_jax.data import layouts
+from stbln_jax.data import motions
 from stbln_jax.data import ntu
 from stbln_jax.data import synthetic
 
@@ -67,8 +68,9 @@ _FACE = {
     'left_eye': (0.08, 0.02, -0.033), 'right_eye': (0.08, 0.02, 0.033),
     'left_ear': (0.0, 0.0, -0.075), 'right_ear': (0.0, 0.0, 0.075),
 }
-_FACE_JOINTS = np.array([layouts.COCO17.joint_names.index(n) for n in _FACE])
+_COCO = layouts.COCO17.joint_names.index
 _NTU = ntu.JOINT_NAMES.index
+_FACE_JOINTS = np.array([_COCO(n) for n in _FACE])
 
 
 def project(xyz: np.ndarray, img_shape: tuple[int, int] = IMG_SHAPE,
@@ -95,15 +97,15 @@ def coco17_from_ntu25(xyz: np.ndarray) -> np.ndarray:
   """
   out = np.zeros(xyz.shape[:-2] + (NUM_JOINTS, 3), xyz.dtype)
   for coco, kinect in _FROM_NTU.items():
-    out[..., layouts.COCO17.joint_names.index(coco), :] = xyz[..., _NTU(kinect), :]
+    out[..., _COCO(coco), :] = xyz[..., _NTU(kinect), :]
   head = xyz[..., _NTU('Head'), :]
-  up = synthetic.motions.unit(head - xyz[..., _NTU('Neck'), :] + 1e-9)
+  up = motions.unit(head - xyz[..., _NTU('Neck'), :] + 1e-9)
   right = xyz[..., _NTU('ShoulderRight'), :] - xyz[..., _NTU('ShoulderLeft'), :]
   right = right - np.sum(right * up, -1, keepdims=True) * up
-  right = synthetic.motions.unit(right + 1e-9)
+  right = motions.unit(right + 1e-9)
   forward = np.cross(up, right)
   for name, (f, u, r) in _FACE.items():
-    out[..., layouts.COCO17.joint_names.index(name), :] = (
+    out[..., _COCO(name), :] = (
         head + f * forward + u * up + r * right)
   return out
 
@@ -113,9 +115,7 @@ def _turned_away(joints: np.ndarray) -> np.ndarray:
   (by 8 cm), face joints further than the head's centre (by 2 cm)."""
   depth = joints[..., 2]
   hidden = depth - depth.mean(-1, keepdims=True) > 0.08
-  head_z = joints[..., layouts.COCO17.joint_names.index('left_ear'), 2]
-  head_z = 0.5 * (head_z + joints[..., layouts.COCO17.joint_names.index(
-      'right_ear'), 2])
+  head_z = 0.5 * (depth[..., _COCO('left_ear')] + depth[..., _COCO('right_ear')])
   hidden[..., _FACE_JOINTS] = depth[..., _FACE_JOINTS] - head_z[..., None] > 0.02
   return hidden
 

@@ -159,3 +159,26 @@ def test_splits_partition_by_camera_and_subject(written):
 def test_bad_num_classes():
   with pytest.raises(ValueError, match='num_classes'):
     sk.write_synthetic_annotations('/nonexistent/x.pkl', num_classes=13)
+
+
+def test_demo_config_matches_the_pickle():
+  from configs import coco17_demo  # pylint: disable=g-import-not-at-top
+  config = coco17_demo.get_config()
+  layout = layouts.get_layout(config.model.layout)
+  assert config.model.num_joints == layout.num_joints == sk.NUM_JOINTS
+  assert config.model.in_channels == 3  # x, y, score
+  assert config.dataset == 'pose_annotations/coco17_2d'
+  assert (config.train_split, config.eval_split) == ('xview_train', 'xview_val')
+  assert config.synthetic.format == 'coco17_pickle'
+  config.synthetic.num_classes = 4
+  assert config.model.num_classes == 4
+
+
+def test_demo_rejects_an_unknown_format(tmp_path):
+  from configs import demo as demo_config  # pylint: disable=g-import-not-at-top
+  from stbln_jax import demo  # pylint: disable=g-import-not-at-top
+  from stbln_jax import models  # pylint: disable=g-import-not-at-top
+  config = demo_config.get_config()
+  config.synthetic.format = 'png'
+  with pytest.raises(models.ConfigError, match="synthetic.format='png'"):
+    demo.prepare_data(config, str(tmp_path))

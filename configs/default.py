@@ -104,6 +104,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # data_dir then means <workdir>/data.
   config.synthetic = ml_collections.ConfigDict()
   config.synthetic.enabled = False
+  # 'skeleton' (NTU-format .skeleton files, built with `dataset`'s ntu_rgbd config) or
+  # 'coco17_pickle' (a PYSKL-format pickle of 2D COCO-17 keypoints, built with
+  # pose_annotations/coco17_2d).
+  config.synthetic.format = 'skeleton'
   config.synthetic.num_classes = 10  # the first k synthetic actions (at most 12)
   config.synthetic.num_subjects = 10
   config.synthetic.seed = 0

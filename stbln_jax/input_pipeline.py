@@ -59,6 +59,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 from stbln_jax.data import augment
 from stbln_jax.data import layouts
 from stbln_jax.data import ntu_rgbd  # registers the `ntu_rgbd` builder
+from stbln_jax.data import pose_annotations  # registers `pose_annotations`
 from stbln_jax.data import preprocess
 
 Batch = dict[str, np.ndarray]

@@ -5,9 +5,12 @@ r"""Exports a trained workdir's network as StableHLO (`jax.export`) with a JSON 
 
 Batch size and frame count are symbolic unless given. The export is the inference
 forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as constants:
-- every BatchNorm uses its running statistics, so each is a per-channel multiply-add by
-  constants that XLA's constant folding computes once at compile time (the kernels
-  before them are not rescaled: the export is the network's own arithmetic);
+- every BatchNorm that directly follows a linear map (the mixer's Σ_p U_p H W_p, a
+  temporal convolution, a channel map) is folded into it (`fold_batch_norms`): the
+  map's kernel and bias take the BN's per-channel scale and shift, and the BN is gone.
+  The data BN (per person, joint and coordinate, ahead of the first mixer) follows no
+  linear map and stays a multiply-add by constants. The sidecar lists the folded ones
+  (`model.folded_batch_norms`);
 - a symmetric model (Eq. 3) is folded to the additive one (Eq. 2) with M = L Lᵀ
   (`mixers.fold_symmetric_params`), exact and cheaper;
 - with a symbolic frame count every temporal convolution is XLA's own ('xla'), whose
@@ -15,6 +18,9 @@ forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as consta
   with the 'dft' convolution, inputs without a second person run the layers on the first
   person alone (the absent person's contribution to the logits is a constant:
   `forward_single_person`).
+Any skeleton layout exports (`config.model.layout`, V = `config.model.num_joints`); the
+sidecar records it and what the last input axis holds (the dataset's channels,
+`layout_and_channels`).
 `stbln_jax.serving.load` runs the result with `jax` and `numpy` alone.
 
 TensorFlow (the road to TFLite and ONNX): where it is installed, `--saved_model=DIR`

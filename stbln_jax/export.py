@@ -394,8 +394,9 @@ def main(argv):
                     platforms=FLAGS.platforms, saved_model=FLAGS.saved_model,
                     channels=FLAGS.channels)
   print(f'{FLAGS.output}: step {meta["step"]}, {meta["model"]["exported_as"]} '
-        f'{meta["model"]["arch"]}, input {meta["input_shape"]}, {meta["size"]:,} bytes; '
-        f'sidecar {serving.sidecar_path(FLAGS.output)}')
+        f'{meta["model"]["arch"]}, {meta["layout"]} {meta["channels"]}, input '
+        f'{meta["input_shape"]}, {len(meta["model"]["folded_batch_norms"])} BNs folded, '
+        f'{meta["size"]:,} bytes; sidecar {serving.sidecar_path(FLAGS.output)}')
   return 0
 
 

@@ -126,7 +126,8 @@ def batch_norm_inputs(model: nn.Module, variables: dict, x) -> dict[str, tuple |
 
   Traces `model.apply(variables, x, train=False)` abstractly; a BN whose input is the
   very array a linear map (`_linear_map`) returned maps to (that map's path, where
-  its kernel and bias lie, the repeat of the BN's channels); any other BN to None.
+  its kernel and bias lie and the repeat of the BN's channels, the BN's ε); any other
+  BN to None.
   """
   outputs, found = {}, {}
 
@@ -138,7 +139,7 @@ def batch_norm_inputs(model: nn.Module, variables: dict, x) -> dict[str, tuple |
       source = outputs.get(id(args[0]))
       follows = (isinstance(module, ops.BatchNorm) and source is not None
                  and source[0] is args[0])
-      found['/'.join(module.path)] = source[1:] if follows else None
+      found['/'.join(module.path)] = (*source[1:], module.epsilon) if follows else None
     y = next_fun(*args, **kwargs)
     linear = _linear_map(module)
     if linear is not None:  # an outer module returning the same array takes it over
@@ -156,18 +157,19 @@ def fold_batch_norms(model: nn.Module, variables: dict, x) -> tuple[dict, list[s
   For BN(y) = (y - μ)·s + β with s = γ/√(σ² + ε) and y = x·W + b, the map gets
   W' = W·s and b' = b·s + (β - μ·s), per output channel, and the BN becomes the
   identity; where the map has no bias, the BN adds β - μ·s (`inference_apply`). A
-  folded BN keeps no statistics. Returns the variables and the folded BNs' paths.
+  folded BN keeps no statistics. Exact where the map's output feeds the BN alone, as
+  everywhere in `models`. Returns the variables and the folded BNs' paths.
   """
   params, stats = _tree_copy(variables['params']), _tree_copy(variables['batch_stats'])
   folded = []
   for bn_path, source in batch_norm_inputs(model, variables, x).items():
     if source is None:
       continue
-    map_path, (kernel_at, bias_at, repeat) = source
+    map_path, (kernel_at, bias_at, repeat), epsilon = source
     bn_keys = tuple(bn_path.split('/'))
     bn, bn_stats = _at(params, bn_keys), _at(stats, bn_keys)
     s = np.asarray(bn['scale'], np.float64) / np.sqrt(
-        np.asarray(bn_stats['var'], np.float64) + ops.batch_norm.EPSILON)
+        np.asarray(bn_stats['var'], np.float64) + epsilon)
     shift = np.asarray(bn['bias'], np.float64) - np.asarray(bn_stats['mean'], np.float64) * s
     linear = _at(params, tuple(map_path))
     kernel_parent, kernel_name = _at(linear, kernel_at[:-1]), kernel_at[-1]

@@ -147,7 +147,7 @@ class Recognizer:
     if len(ids) > num_persons:
       activity = ([track[..., 2].sum() for track in tracks] if self.channels == 'xys'
                   else [motion_energy(track) for track in tracks])
-      tracks = tracks[np.argsort(activity, kind='stable')[::-1][:num_persons]]
+      tracks = tracks[np.argsort(-np.asarray(activity), kind='stable')[:num_persons]]
     if self.img_shape is not None:
       tracks = normalize_2d(tracks, self.img_shape)
     sample = np.zeros((num_persons,) + tracks.shape[1:], np.float32)

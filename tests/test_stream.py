@@ -160,3 +160,17 @@ def test_keypoint_frames_of_the_wrong_shape_or_nobody(coco_export):
   assert p.frame == 1 and p.actions == [] and p.logits is None
   with pytest.raises(ValueError, match=r'only NTU exports replay \.skeleton files'):
     stream.replay(model, 'S001C001P001R001A011.skeleton', progress=None)
+
+
+def test_without_scores_the_most_active_keypoint_tracks_are_the_persons(coco_export):
+  *_, model = coco_export
+  xy = serving.ExportedModel(model.path, model.exported,
+                             dict(model.meta, channels='xy', input_shape=['N', 'T', 2, 17, 2]))
+  recognizer = stream.Recognizer(xy, window=7, hop=1, img_shape=None)  # 6 frames: no call
+  rng = np.random.default_rng(8)
+  spread = np.array([0.01, 1.0, 0.1])[:, None, None, None]  # person 1 moves most, then 2
+  people = 1 + spread * rng.normal(size=(3, 6, 17, 2))
+  for t in range(6):
+    recognizer.push(people[:, t])
+  np.testing.assert_allclose(recognizer.window_keypoints(),
+                             np.swapaxes(people[[1, 2]], 0, 1), rtol=1e-6)

@@ -14,11 +14,12 @@ export's stream (`preprocess.select_stream` in its layout and channels):
   `window` frames. So a prediction is the one `predict` gives for a `.skeleton` file
   holding the window's frames, with `num_frames = window`.
 - any other export (keypoints as given, any layout): each frame holds the keypoints
-  (P, V, C) of P people, person p of a frame being the track `ids[p]`. 2D keypoints
-  in pixels are normalised to [-1, 1] by the image size (`img_shape`, as PYSKL's
-  PreNormalize2D); with more tracks than the export's M, those of the highest total
-  score are kept where the keypoints carry one ('xys'), else the most active (2s-AGCN's
-  motion energy, as for NTU); fewer are padded with zeros.
+  (P, V, C) of P people, person p of a frame being the track `ids[p]`, and the window
+  becomes a sample as the annotation builder makes one (`window_keypoints`): 2D
+  keypoints in pixels normalised to [-1, 1] by the image size (`img_shape`, as PYSKL's
+  PreNormalize2D), the export's M tracks of the highest total score where the
+  keypoints carry one ('xys'), else the most active (2s-AGCN's motion energy, as for
+  NTU), best first; fewer are padded with zeros.
 A window in which nobody is present gives no actions.
 
 The command replays a `.skeleton` file as a stream at `--fps` (0: as fast as it can),
@@ -41,6 +42,7 @@ from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 
 DEFAULT_IMG_SHAPE = (1080, 1920)  # (h, w), as the annotation builder's default
+SCORE_THRESHOLD = 0.01  # PYSKL's: 2D keypoints scored at most this are unseen
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -135,7 +137,13 @@ class Recognizer:
     return preprocess.select_stream(x, self.stream, self.layout, self.channels)
 
   def window_keypoints(self) -> np.ndarray | None:
-    """The window's keypoints as one sample (T, M, V, C), None if nobody is in it."""
+    """The window's keypoints as one sample (T, M, V, C), None if nobody is in it.
+
+    As the annotation builder turns an annotation into a record: a track is zero where
+    it is absent; 2D keypoints are normalised (`normalize_2d`) and, with scores, those
+    scored at most `SCORE_THRESHOLD` get x = y = 0; the M tracks of highest total score
+    (with scores) or most motion (`preprocess.motion_energy`) are the persons, best first.
+    """
     ids = list(dict.fromkeys(i for frame_ids, _ in self._frames for i in frame_ids))
     if not ids:
       return None
@@ -143,13 +151,16 @@ class Recognizer:
     tracks = np.zeros((len(ids), len(self._frames)) + self._point_shape, np.float32)
     for t, (frame_ids, points) in enumerate(self._frames):
       tracks[[slot[i] for i in frame_ids], t] = points
-    num_persons = self.model.input_shape[2]
-    if len(ids) > num_persons:
-      activity = ([track[..., 2].sum() for track in tracks] if self.channels == 'xys'
-                  else [motion_energy(track) for track in tracks])
-      tracks = tracks[np.argsort(-np.asarray(activity), kind='stable')[:num_persons]]
     if self.img_shape is not None:
       tracks = normalize_2d(tracks, self.img_shape)
+    if self.channels == 'xys':
+      tracks[..., :2][tracks[..., 2] <= SCORE_THRESHOLD] = 0
+      activity = tracks[..., 2].sum(axis=(1, 2))
+    else:  # motion_energy reads three coordinates; 2D gets a zero z
+      xyz = np.pad(tracks, [(0, 0)] * 3 + [(0, 3 - tracks.shape[-1])])
+      activity = np.array([preprocess.motion_energy(track) for track in xyz])
+    num_persons = self.model.input_shape[2]
+    tracks = tracks[np.argsort(-activity, kind='stable')[:num_persons]]
     sample = np.zeros((num_persons,) + tracks.shape[1:], np.float32)
     sample[:len(tracks)] = tracks
     return np.swapaxes(sample, 0, 1)
@@ -170,16 +181,6 @@ def normalize_2d(keypoints: np.ndarray, img_shape: tuple[int, int]) -> np.ndarra
   out[..., 0] = (out[..., 0] - w / 2) / (w / 2)
   out[..., 1] = (out[..., 1] - h / 2) / (h / 2)
   return out
-
-
-def motion_energy(track: np.ndarray) -> float:
-  """2s-AGCN's energy of one track (T, V, coordinates) over its frames with a pose:
-  the sum over coordinates of their standard deviation (`preprocess.motion_energy`)."""
-  present = track.sum(axis=(-1, -2)) != 0
-  if not present.any():
-    return 0.0
-  coords = track[present].astype(np.float64)
-  return float(sum(coords[..., c].std() for c in range(coords.shape[-1])))
 
 
 # ---- Replaying a file -------------------------------------------------------------

@@ -126,6 +126,7 @@ def test_coco17_windows_predict_as_the_export_on_their_frames(coco_export):
   people = np.concatenate([pixels, scores], axis=-1).astype(np.float32)
   present = np.ones((3, frames), bool)
   present[1, 2:9] = False  # person 1 is out of view in frames 2-8
+  people[0, 4, 3, 2] = 0.005  # an undetected keypoint: x = y = 0 once normalised
   recognizer = stream.Recognizer(model, window=window, hop=hop, img_shape=(h, w))
   predictions = []
   for t in range(frames):
@@ -140,9 +141,11 @@ def test_coco17_windows_predict_as_the_export_on_their_frames(coco_export):
   # persons are 0 and 2; frames 5-14: person 1 shows in 6 and outscores person 2.
   for p, chosen in zip(predictions, ([0, 2], [0, 1])):
     frames_in = slice(p.frame + 1 - window, p.frame + 1)
-    tracks = np.where(present[chosen, frames_in, None, None], people[chosen, frames_in], 0)
+    tracks = people[chosen, frames_in].copy()
     tracks[..., 0] = (tracks[..., 0] - w / 2) / (w / 2)
     tracks[..., 1] = (tracks[..., 1] - h / 2) / (h / 2)
+    tracks[~present[chosen, frames_in]] = 0  # absent: score 0, so x = y = 0
+    tracks[..., :2][tracks[..., 2] <= 0.01] = 0
     x = preprocess.select_stream(np.swapaxes(tracks, 0, 1)[None], 'bone', 'coco17', 'xys')
     np.testing.assert_allclose(p.logits, model(x)[0], rtol=1e-6, atol=1e-6)
     expected = flax_model.apply(variables, jnp.asarray(x), train=False)[0]

@@ -44,6 +44,7 @@ from stbln_jax.data import skeleton as skeleton_lib
 DEFAULT_IMG_SHAPE = (1080, 1920)  # (h, w), as the annotation builder's default
 SCORE_THRESHOLD = 0.01  # PYSKL's: 2D keypoints scored at most this are unseen
 
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
   """The actions of the window ending at frame `frame` (0-based, counted from the start)."""

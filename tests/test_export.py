@@ -128,8 +128,8 @@ def test_fold_of_one_convolution_and_its_batch_norm(use_bias):
   module = ConvBN(use_bias)
   variables = jax.device_get(module.init(jax.random.key(0), x))
   rng = np.random.default_rng(1)
-  variables = jax.tree.map(lambda v: np.abs(v + rng.normal(0, 0.5, v.shape)).astype(np.float32) + 0.1,
-                           variables)
+  variables = jax.tree.map(
+      lambda v: (np.abs(v + rng.normal(0, 0.5, v.shape)) + 0.1).astype(np.float32), variables)
   folded, paths = export.fold_batch_norms(module, variables, x)
   assert paths == ['bn']  # the BN after the ReLU follows no linear map
   bn, stats = variables['params']['bn'], variables['batch_stats']['bn']

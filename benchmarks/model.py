@@ -1,10 +1,11 @@
-r"""Throughput of the network: training-step and inference samples/s, FLOP/s.
+r"""Throughput of the network: training-step and inference samples/s, FLOP/s; latency.
 
     python -m benchmarks.model --batch=8 --frames=300 --persons=2
     python -m benchmarks.model --arch=released,lean --batch=16 --frames=64 --persons=1
     python -m benchmarks.model --aggregate_at=none,6,7 --batch=8 --repeats=3
     python -m benchmarks.model --batch=8 --frames=300 --persons=2 --repeats=5 --reference
     python -m benchmarks.model --dtype=float32,bfloat16 --batch=64,128,256 --json
+    python -m benchmarks.model --modes=latency --arch=lean,released --aggregate_at=6
 
 Every comma-separated flag is a list; the benchmark runs every combination one after
 the other in this process, so variants are compared side by side on the same machine.
@@ -32,6 +33,11 @@ same depth, in float32) at the same N, T and M, the repeats of the two alternati
 the table adds its samples/s and our speedup over it (ratio of the medians): both see
 the same machine conditions. The lean architecture, the symmetric mixer and λ have no
 PyTorch twin; their rows say `none`. `--reference` needs PyTorch.
+
+`--modes=latency` times one streaming prediction instead (`benchmarks.latency`): batch 1,
+a `--window`-frame input, through the exported network, `--calls` calls one by one after
+`--warmup` ones, p50/p99 ms per prediction, for every `--arch`, `--mixer`, `--aggregate_at`,
+`--num_layers` and `--temporal_conv` (M = 2, configs/default.py otherwise).
 """
 
 import dataclasses
@@ -49,6 +55,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from benchmarks import latency
 from configs import default
 from stbln_jax import cli
 from stbln_jax import models
@@ -73,11 +80,17 @@ def _define_flags():
   flags.DEFINE_list('temporal_conv', ['auto'],
                     'Temporal convolution implementations (config.model.'
                     'temporal_conv), comma-separated.')
-  flags.DEFINE_list('modes', ['train', 'infer'], 'What to time: train and/or infer.')
+  flags.DEFINE_list('modes', ['train', 'infer'],
+                    'What to time: train and/or infer, or latency (batch 1, exported).')
   flags.DEFINE_integer('repeats', 3, 'Timed repeats per variant (median reported).')
   flags.DEFINE_integer('steps', 2, 'Steps per timed repeat.')
   flags.DEFINE_integer('warmup', 1, 'Untimed steps after compilation.')
-  flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table.')
+  flags.DEFINE_bool('json', False, 'Print one JSON list instead of a table (latency: one '
+                    'JSON object per line).')
+  flags.DEFINE_integer('window', 64, 'latency: frames per prediction.', lower_bound=1)
+  flags.DEFINE_integer('calls', 200, 'latency: timed calls per variant.', lower_bound=1)
+  flags.DEFINE_bool('preprocessing', True,
+                    'latency: also time a stream.Recognizer window on a real file.')
   flags.DEFINE_bool(
       'reference', False, 'Also time the PyTorch network of the same architecture at each '
       "variant's N, T, M, alternating repeats with ours, and report the speedup (needs "
@@ -361,15 +374,30 @@ def variants_from_flags() -> list[Variant]:
               FLAGS.persons, FLAGS.num_layers, FLAGS.dtype, FLAGS.temporal_conv)]
 
 
+MODES = ('train', 'infer', 'latency')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  unknown = sorted(set(FLAGS.modes) - set(MODES))
+  if unknown:
+    raise app.UsageError(f'--modes: unknown {unknown}; choose from {MODES}')
+  if 'latency' in FLAGS.modes:
+    latency.run(arch=FLAGS.arch, mixer=FLAGS.mixer,
+                aggregate_at=[_aggregate_at(lam) for lam in FLAGS.aggregate_at],
+                num_layers=[int(k) for k in FLAGS.num_layers],
+                temporal_conv=FLAGS.temporal_conv, window=FLAGS.window, warmup=FLAGS.warmup,
+                calls=FLAGS.calls, preprocessing=FLAGS.preprocessing, as_json=FLAGS.json)
+  modes = [m for m in FLAGS.modes if m != 'latency']
+  if not modes:
+    return
   rows = []
   info = machine()
   if not FLAGS.json:
     print(' '.join(f'{k}={v}' for k, v in info.items()))
   for variant in variants_from_flags():
-    row = run_variant(variant, modes=FLAGS.modes, repeats=FLAGS.repeats, steps=FLAGS.steps,
+    row = run_variant(variant, modes=modes, repeats=FLAGS.repeats, steps=FLAGS.steps,
                       warmup=FLAGS.warmup, reference=FLAGS.reference)
     rows.append(row)
     if not FLAGS.json:

@@ -5,9 +5,12 @@ r"""Exports a trained workdir's network as StableHLO (`jax.export`) with a JSON 
 
 Batch size and frame count are symbolic unless given. The export is the inference
 forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as constants:
-- every BatchNorm uses its running statistics, so each is a per-channel multiply-add by
-  constants that XLA's constant folding computes once at compile time (the kernels
-  before them are not rescaled: the export is the network's own arithmetic);
+- every BatchNorm that directly follows a linear map (the mixer's Σ_p U_p H W_p, a
+  temporal convolution, a channel map) is folded into it (`fold_batch_norms`): the
+  map's kernel and bias take the BN's per-channel scale and shift, and the BN is gone.
+  The data BN (per person, joint and coordinate, ahead of the first mixer) follows no
+  linear map and stays a multiply-add by constants. The sidecar lists the folded ones
+  (`model.folded_batch_norms`);
 - a symmetric model (Eq. 3) is folded to the additive one (Eq. 2) with M = L Lᵀ
   (`mixers.fold_symmetric_params`), exact and cheaper;
 - with a symbolic frame count every temporal convolution is XLA's own ('xla'), whose
@@ -15,6 +18,9 @@ forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as consta
   with the 'dft' convolution, inputs without a second person run the layers on the first
   person alone (the absent person's contribution to the logits is a constant:
   `forward_single_person`).
+Any skeleton layout exports (`config.model.layout`, V = `config.model.num_joints`); the
+sidecar records it and what the last input axis holds (the dataset's channels,
+`layout_and_channels`).
 `stbln_jax.serving.load` runs the result with `jax` and `numpy` alone.
 
 TensorFlow (the road to TFLite and ONNX): where it is installed, `--saved_model=DIR`
@@ -26,8 +32,11 @@ import os
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
 
 from stbln_jax import checkpoint
 from stbln_jax import cli
@@ -37,12 +46,50 @@ from stbln_jax import ops
 from stbln_jax import serving
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import layouts
 from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import preprocess
 
 
-def preprocessing_of(dataset: str) -> str:
-  """The builder's preprocessing of `dataset` ('ntu_rgbd/<config>[:version]'), as `predict`."""
+def preprocessing_of(dataset: str) -> str | None:
+  """The builder's preprocessing of an `ntu_rgbd/<config>[:version]` dataset, as `predict`;
+  None for other datasets, whose records hold the keypoints as given (2D ones normalised
+  by the image size)."""
+  if dataset.split('/')[0] != 'ntu_rgbd':
+    return None
   return ntu_rgbd.get_config(dataset.split('/')[-1].split(':')[0]).preprocessing
+
+
+def dataset_channels(dataset: str, data_dir: str | None = None) -> str | None:
+  """The `channels` of a built dataset's metadata ('xyz' for `ntu_rgbd`), None if unknown."""
+  if dataset.split('/')[0] == 'ntu_rgbd':
+    return 'xyz'
+  try:
+    metadata = tfds.builder(dataset, data_dir=data_dir).info.metadata
+  except (tfds.core.registered.DatasetNotFoundError, OSError):
+    return None
+  return (metadata or {}).get('channels')
+
+
+def layout_and_channels(config, channels: str | None = None) -> tuple[str, str]:
+  """The run's layout (`config.model.layout`) and channels: `channels` if given, else
+  its dataset's (`dataset_channels`), else 'xyz'; checked against the model's (V, C)."""
+  layout = config.model.get('layout', 'ntu25')
+  if layout not in layouts.LAYOUTS:
+    raise models.ConfigError(f'model.layout={layout!r} is not a skeleton layout; choose one '
+                             f'of {sorted(layouts.LAYOUTS)}')
+  v = layouts.get_layout(layout).num_joints
+  if config.model.num_joints != v:
+    raise models.ConfigError(f'model.num_joints={config.model.num_joints}, but layout '
+                             f'{layout!r} has {v} joints')
+  channels = channels or dataset_channels(config.dataset, config.get('data_dir')) or 'xyz'
+  if channels not in preprocess.CHANNELS:
+    raise models.ConfigError(f'channels {channels!r} must be one of {preprocess.CHANNELS}')
+  if len(channels) != config.model.in_channels:
+    raise models.ConfigError(f'model.in_channels={config.model.in_channels}, but channels '
+                             f'{channels!r} are {len(channels)}; name the dataset\'s with '
+                             f'--channels')
+  return layout, channels
 
 
 def inference_model(model_cfg, variables: dict) -> tuple[models.SpatioTemporalNet, dict]:
@@ -54,15 +101,144 @@ def inference_model(model_cfg, variables: dict) -> tuple[models.SpatioTemporalNe
   return models.create_model(cfg), variables
 
 
+# ---- BatchNorm folding ------------------------------------------------------------
+
+MIXERS = (mixers.MultiplicativeMixer, mixers.AdditiveMixer, mixers.SymmetricMixer,
+          mixers.BilinearMixer)
+
+
+# The linear maps a BN can follow, each with where its kernel and bias lie (output
+# channels on the last axis) and how often the BN's channels repeat along that axis.
+def _linear_map(module) -> tuple[tuple[str, ...], tuple[str, ...], int] | None:
+  if isinstance(module, models.Linear):
+    return ('kernel',), ('bias',), 1
+  if isinstance(module, models.TemporalConv):
+    return ('conv', 'kernel'), ('conv', 'bias'), 1
+  if isinstance(module, models.NodeChannelMap):  # (V_out·C_out) outputs, read as (V_out, C_out)
+    return ('dense', 'kernel'), ('dense', 'bias'), module.num_nodes
+  if isinstance(module, MIXERS):  # Σ_p U_p H W_p + Σ_p b_p
+    return ('W',), ('bias',), 1
+  return None
+
+
+def batch_norm_inputs(model: nn.Module, variables: dict, x) -> dict[str, tuple | None]:
+  """For every BatchNorm of `model` (by path), the linear map whose output is its input.
+
+  Traces `model.apply(variables, x, train=False)` abstractly; a BN whose input is the
+  very array a linear map (`_linear_map`) returned maps to (that map's path, where
+  its kernel and bias lie and the repeat of the BN's channels, the BN's ε); any other
+  BN to None.
+  """
+  outputs, found = {}, {}
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    if isinstance(module, (ops.BatchNorm, nn.BatchNorm)):
+      source = outputs.get(id(args[0]))
+      follows = (isinstance(module, ops.BatchNorm) and source is not None
+                 and source[0] is args[0])
+      found['/'.join(module.path)] = (*source[1:], module.epsilon) if follows else None
+    y = next_fun(*args, **kwargs)
+    linear = _linear_map(module)
+    if linear is not None:  # an outer module returning the same array takes it over
+      outputs[id(y)] = (y, module.path, linear)
+    return y
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  return found
+
+
+def fold_batch_norms(model: nn.Module, variables: dict, x) -> tuple[dict, list[str]]:
+  """The variables with every BN that directly follows a linear map folded into it.
+
+  For BN(y) = (y - μ)·s + β with s = γ/√(σ² + ε) and y = x·W + b, the map gets
+  W' = W·s and b' = b·s + (β - μ·s), per output channel, and the BN becomes the
+  identity; where the map has no bias, the BN adds β - μ·s (`inference_apply`). A
+  folded BN keeps no statistics. Exact where the map's output feeds the BN alone, as
+  everywhere in `models`. Returns the variables and the folded BNs' paths.
+  """
+  params, stats = _tree_copy(variables['params']), _tree_copy(variables['batch_stats'])
+  folded = []
+  for bn_path, source in batch_norm_inputs(model, variables, x).items():
+    if source is None:
+      continue
+    map_path, (kernel_at, bias_at, repeat), epsilon = source
+    bn_keys = tuple(bn_path.split('/'))
+    bn, bn_stats = _at(params, bn_keys), _at(stats, bn_keys)
+    s = np.asarray(bn['scale'], np.float64) / np.sqrt(
+        np.asarray(bn_stats['var'], np.float64) + epsilon)
+    shift = np.asarray(bn['bias'], np.float64) - np.asarray(bn_stats['mean'], np.float64) * s
+    linear = _at(params, tuple(map_path))
+    kernel_parent, kernel_name = _at(linear, kernel_at[:-1]), kernel_at[-1]
+    kernel_parent[kernel_name] = _scaled(kernel_parent[kernel_name], np.tile(s, repeat))
+    bias_parent, bias_name = _at(linear, bias_at[:-1]), bias_at[-1]
+    if bias_name in bias_parent:
+      bias = np.asarray(bias_parent[bias_name], np.float64) * np.tile(s, repeat)
+      bias[(0,) * (bias.ndim - 1)] += np.tile(shift, repeat)  # a mixer's biases are summed
+      bias_parent[bias_name] = bias.astype(np.float32)
+      _at(params, bn_keys[:-1]).pop(bn_keys[-1])
+    else:
+      _at(params, bn_keys[:-1])[bn_keys[-1]] = {'bias': shift.astype(np.float32)}
+    _at(stats, bn_keys[:-1]).pop(bn_keys[-1])
+    folded.append(bn_path)
+  return {'params': params, 'batch_stats': stats}, folded
+
+
+def inference_apply(model: nn.Module, variables: dict, x):
+  """`model.apply(variables, x, train=False)` where folded BNs are the identity.
+
+  A BN without statistics (`fold_batch_norms`) returns its input, plus its 'bias'
+  where it has one; the others run as usual, so unfolded variables work too.
+  """
+  def folded_batch_norm(next_fun, args, kwargs, context):
+    module = context.module
+    if (context.method_name == '__call__' and isinstance(module, ops.BatchNorm)
+        and not module.has_variable('batch_stats', 'mean')):
+      y = args[0]
+      if module.has_variable('params', 'bias'):
+        y = y + module.get_variable('params', 'bias').astype(y.dtype)
+      return y
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(folded_batch_norm):
+    return model.apply(variables, x, train=False)
+
+
+def _tree_copy(tree):
+  """Nested dicts of numpy arrays, copied (the folding edits them in place)."""
+  if hasattr(tree, 'items'):
+    return {k: _tree_copy(v) for k, v in tree.items()}
+  return np.array(tree)
+
+
+def _at(tree: dict, keys) -> dict:
+  for key in keys:
+    tree = tree[key]
+  return tree
+
+
+def _scaled(kernel, s: np.ndarray) -> np.ndarray:
+  return (np.asarray(kernel, np.float64) * s).astype(np.float32)
+
+
+# ---- Export -----------------------------------------------------------------------
+
 def export_forward(model: models.SpatioTemporalNet, variables: dict, input_shape,
-                   platforms=None, single_person_path: bool = False) -> jax.export.Exported:
-  """`jax.export` of `model.apply(variables, x, train=False)` for x of `input_shape`.
+                   platforms=None, single_person_path: bool = False,
+                   fold: bool = True) -> tuple[jax.export.Exported, list[str]]:
+  """`jax.export` of the inference forward pass for x of `input_shape`.
 
   Args:
     input_shape: (N, T, M, V, C); N and T may be None (symbolic).
     platforms: e.g. ('cpu', 'cuda'); None for the default backend.
     single_person_path: with a fixed T and M = 2, inputs whose second person is all
       zeros (nobody) run the network on the first person alone (`forward_single_person`).
+    fold: fold the BNs that directly follow a linear map (`fold_batch_norms`).
+  Returns:
+    The export and the paths of the folded BNs.
   """
   n, t = input_shape[:2]
   sym_n, sym_t = jax.export.symbolic_shape('N, T')
@@ -70,15 +246,19 @@ def export_forward(model: models.SpatioTemporalNet, variables: dict, input_shape
   if t is None:
     model = model.clone(temporal_conv='xla')
   variables = jax.device_get(variables)
+  folded = []
+  if fold:
+    probe = jnp.zeros((1, t or 16) + tuple(input_shape[2:]), jnp.float32)
+    variables, folded = fold_batch_norms(model, variables, probe)
   if single_person_path:
     if t is None or input_shape[2] != 2:
       raise ValueError(f'the single-person path needs a fixed frame count and 2 persons, '
                        f'not input {input_shape}')
     forward = forward_single_person(model, variables, t)
   else:
-    forward = lambda x: model.apply(variables, x, train=False)
+    forward = lambda x: inference_apply(model, variables, x)
   x = jax.ShapeDtypeStruct(shape, jnp.float32)
-  return jax.export.export(jax.jit(forward), platforms=platforms)(x)
+  return jax.export.export(jax.jit(forward), platforms=platforms)(x), folded
 
 
 def person_variables(variables: dict, m: int) -> dict:
@@ -100,30 +280,31 @@ def forward_single_person(model, variables: dict, num_frames: int):
   first, second = person_variables(variables, 0), person_variables(variables, 1)
   zeros = jnp.zeros((1, num_frames, 1) + tuple(jax.tree.leaves(
       variables['params']['data_bn'])[0].shape[1:]), jnp.float32)
-  absent = jax.device_get(model.apply(second, zeros, train=False))[0]  # head(f_2(0))
+  absent = jax.device_get(inference_apply(model, second, zeros))[0]  # head(f_2(0))
 
   def forward(x):
     def one(x):
-      return (model.apply(first, x[:, :, :1], train=False) + absent) / 2
+      return (inference_apply(model, first, x[:, :, :1]) + absent) / 2
     return jax.lax.cond(jnp.all(x[:, :, 1] == 0), one,
-                        lambda x: model.apply(variables, x, train=False), x)
+                        lambda x: inference_apply(model, variables, x), x)
   return forward
 
 
 def export_run(workdir: str, output: str, *, batch_size: int | None = None,
                num_frames: int | None = None, step: int | None = None,
-               platforms=None, saved_model: str | None = None) -> dict:
+               platforms=None, saved_model: str | None = None,
+               channels: str | None = None) -> dict:
   """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar.
 
   With a fixed frame count and the 'dft' temporal convolution (CPU's 'auto') the export
   has the single-person path (`export_forward`); XLA's own convolution ran about 15×
-  slower inside the conditional it needs (benchmarks/latency.py, CPU), so not with it.
+  slower inside the conditional it needs (BENCHMARKS.md, CPU), so not with it.
+  `channels` names what the last input axis holds where the dataset cannot be opened
+  (`layout_and_channels`).
   """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
-  if config.model.num_joints != 25:
-    raise ValueError(f'{workdir}: model.num_joints={config.model.num_joints}; only the '
-                     f'NTU 25-joint layout exports')
+  layout, channels = layout_and_channels(config, channels)
   device = sharding.replicated(sharding.make_mesh(jax.local_devices()[:1]))
   variables, _, step = checkpoint.restore_variables(workdir, device, step)
   model, variables = inference_model(config.model, variables)
@@ -131,11 +312,13 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   conv = 'xla' if num_frames is None else ops.resolve_temporal_conv(model.temporal_conv)
   single_person_path = (num_frames is not None and config.model.num_persons == 2
                         and conv == 'dft')
-  exported = export_forward(model, variables, input_shape, platforms, single_person_path)
+  exported, folded = export_forward(model, variables, input_shape, platforms,
+                                    single_person_path)
   data = bytes(exported.serialize())
   meta = {
       'format': serving.FORMAT,
-      'layout': 'ntu25',
+      'layout': layout,
+      'channels': channels,
       'stream': config.stream,
       'preprocessing': preprocessing_of(config.dataset),
       'class_names': list(class_names),
@@ -147,6 +330,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
                 'aggregate_at': config.model.aggregate_at,
                 'temporal_conv': conv,
                 'single_person_path': single_person_path,
+                'folded_batch_norms': folded,
                 'platforms': list(exported.platforms)},
       'step': int(step),
       'sha256': serving.sha256_of(data),
@@ -171,11 +355,12 @@ def write_saved_model(model, variables: dict, input_shape, directory: str) -> No
     raise cli.InputError(f'--saved_model={directory} needs TensorFlow: {e}') from e
   if input_shape[1] is None:
     model = model.clone(temporal_conv='xla')
-  variables = jax.device_get(variables)
+  variables, _ = fold_batch_norms(model, jax.device_get(variables), jnp.zeros(
+      (1, input_shape[1] or 16) + tuple(input_shape[2:]), jnp.float32))
   dims = ', '.join(['N' if input_shape[0] is None else str(input_shape[0]),
                     'T' if input_shape[1] is None else str(input_shape[1])]
                    + [str(d) for d in input_shape[2:]])
-  forward = jax2tf.convert(lambda x: model.apply(variables, x, train=False),
+  forward = jax2tf.convert(lambda x: inference_apply(model, variables, x),
                            polymorphic_shapes=[f'({dims})'], native_serialization=True)
   module = tf.Module()
   module.f = tf.function(forward, autograph=False, input_signature=[
@@ -198,6 +383,8 @@ def _define_flags():
   flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to export (default: latest).')
   flags.DEFINE_list('platforms', None, "e.g. 'cpu,cuda' (default: this machine's).")
   flags.DEFINE_string('saved_model', None, 'Also write a TensorFlow SavedModel here (jax2tf).')
+  flags.DEFINE_enum('channels', None, preprocess.CHANNELS,
+                    "What the inputs' last axis holds (default: the dataset's, else xyz).")
 
 
 def main(argv):
@@ -206,10 +393,12 @@ def main(argv):
   cli.show_only_own_info_logs()
   meta = export_run(FLAGS.workdir, FLAGS.output, batch_size=FLAGS.batch_size,
                     num_frames=FLAGS.num_frames, step=FLAGS.checkpoint_step,
-                    platforms=FLAGS.platforms, saved_model=FLAGS.saved_model)
+                    platforms=FLAGS.platforms, saved_model=FLAGS.saved_model,
+                    channels=FLAGS.channels)
   print(f'{FLAGS.output}: step {meta["step"]}, {meta["model"]["exported_as"]} '
-        f'{meta["model"]["arch"]}, input {meta["input_shape"]}, {meta["size"]:,} bytes; '
-        f'sidecar {serving.sidecar_path(FLAGS.output)}')
+        f'{meta["model"]["arch"]}, {meta["layout"]} {meta["channels"]}, input '
+        f'{meta["input_shape"]}, {len(meta["model"]["folded_batch_norms"])} BNs folded, '
+        f'{meta["size"]:,} bytes; sidecar {serving.sidecar_path(FLAGS.output)}')
   return 0
 
 

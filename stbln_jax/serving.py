@@ -4,9 +4,11 @@ An export (`stbln_jax.export`) is two files:
 
   model.stablehlo        `jax.export` serialisation of the inference forward pass,
                          input (N, T, M, V, C) float32 -> logits (N, num_classes) float32
-  model.stablehlo.json   the sidecar (`SIDECAR_FIELDS`): layout, stream, class names,
-                         input shape ('N'/'T' where symbolic), preprocessing, the
-                         stablehlo file's size and SHA-256
+  model.stablehlo.json   the sidecar (`SIDECAR_FIELDS`): the skeleton layout and what
+                         the last input axis holds ('channels'), stream, class names,
+                         input shape ('N'/'T' where symbolic), preprocessing (an NTU
+                         builder's, or null: keypoints as given), the stablehlo
+                         file's size and SHA-256
 
 `load(path)` checks the pair against each other and returns an `ExportedModel`; every
 mismatch raises `ExportError` naming the file and what is wrong.
@@ -19,11 +21,14 @@ import os
 import jax
 import numpy as np
 
+from stbln_jax.data import layouts
+from stbln_jax.data import preprocess
+
 FORMAT = 'stbln_jax.export/1'
 SIDECAR_SUFFIX = '.json'
 SIDECAR_FIELDS = ('format', 'layout', 'stream', 'preprocessing', 'class_names', 'input_shape',
                   'num_frames', 'model', 'step', 'sha256', 'size')
-LAYOUTS = ('ntu25',)
+LAYOUTS = tuple(layouts.LAYOUTS)
 
 
 class ExportError(ValueError):
@@ -48,6 +53,14 @@ class ExportedModel:
   @property
   def class_names(self) -> list[str]:
     return list(self.meta['class_names'])
+
+  @property
+  def layout(self) -> str:
+    return self.meta['layout']
+
+  @property
+  def channels(self) -> str:
+    return self.meta['channels']
 
   @property
   def input_shape(self) -> tuple:
@@ -90,12 +103,20 @@ def read_sidecar(path: str) -> dict:
     raise ExportError(f'{side}: format {meta["format"]!r}, expected {FORMAT!r}')
   if meta['layout'] not in LAYOUTS:
     raise ExportError(f'{side}: layout {meta["layout"]!r} is not one of {LAYOUTS}')
+  meta.setdefault('channels', 'xyz')  # an export from before layouts
+  if meta['channels'] not in preprocess.CHANNELS:
+    raise ExportError(f'{side}: channels {meta["channels"]!r} is not one of '
+                      f'{preprocess.CHANNELS}')
   shape = meta['input_shape']
   if (not isinstance(shape, list) or len(shape) != 5
       or not all(isinstance(d, int) or d in ('N', 'T') for d in shape[:2])
       or not all(isinstance(d, int) for d in shape[2:])):
     raise ExportError(f'{side}: input_shape {shape!r} is not [N, T, M, V, C] '
                       f"(integers, or 'N' and 'T' where symbolic)")
+  v, c = shape[3:]
+  if v != layouts.get_layout(meta['layout']).num_joints or c != len(meta['channels']):
+    raise ExportError(f'{side}: input_shape {shape} does not fit layout {meta["layout"]!r} '
+                      f'with channels {meta["channels"]!r}')
   return meta
 
 

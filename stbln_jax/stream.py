@@ -3,15 +3,24 @@ r"""Recognition on a live stream of poses, one frame at a time, with an exported
   python -m stbln_jax.stream --export=/tmp/cv.stablehlo --window=64 --hop=8 --fps=30 \
       S001C001P001R001A011.skeleton
 
-A `Recognizer` keeps the last `window` frames (each frame: the bodies Kinect reported,
-NTU-25 joints) and every `hop` frames, once `window` frames have come, classifies them.
-The window is preprocessed as one clip, exactly as `predict` preprocesses a file of
-those frames: the export's preprocessing (`preprocess.preprocess_skeleton`: the two most
-active bodies are the persons, centred on and rotated to the window's first frame),
-repeat-padded to `window` frames, then the export's stream. So a prediction is the one
-`predict` gives for a `.skeleton` file holding the window's frames, with
-`num_frames = window`; a window in which nobody is present gives no actions. Only
-NTU-25 poses: no other layout exists yet.
+A `Recognizer` keeps the last `window` frames (each frame: the people in view) and
+every `hop` frames, once `window` frames have come, classifies them. The window is
+preprocessed as one clip, as the export's dataset preprocessed its records, then the
+export's stream (`preprocess.select_stream` in its layout and channels):
+- an export of NTU records (preprocessing '2s-agcn' or 'tracked'): each frame holds
+  the Kinect bodies (B, 25, 3); exactly as `predict` preprocesses a file of those
+  frames (`preprocess.preprocess_skeleton`: the two most active bodies are the
+  persons, centred on and rotated to the window's first frame), repeat-padded to
+  `window` frames. So a prediction is the one `predict` gives for a `.skeleton` file
+  holding the window's frames, with `num_frames = window`.
+- any other export (keypoints as given, any layout): each frame holds the keypoints
+  (P, V, C) of P people, person p of a frame being the track `ids[p]`, and the window
+  becomes a sample as the annotation builder makes one (`window_keypoints`): 2D
+  keypoints in pixels normalised to [-1, 1] by the image size (`img_shape`, as PYSKL's
+  PreNormalize2D), the export's M tracks of the highest total score where the
+  keypoints carry one ('xys'), else the most active (2s-AGCN's motion energy, as for
+  NTU), best first; fewer are padded with zeros.
+A window in which nobody is present gives no actions.
 
 The command replays a `.skeleton` file as a stream at `--fps` (0: as fast as it can),
 prints each prediction and keeps a progress line on stderr.
@@ -32,6 +41,9 @@ from stbln_jax import serving
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 
+DEFAULT_IMG_SHAPE = (1080, 1920)  # (h, w), as the annotation builder's default
+SCORE_THRESHOLD = 0.01  # PYSKL's: 2D keypoints scored at most this are unseen
+
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
@@ -43,10 +55,15 @@ class Prediction:
 
 
 class Recognizer:
-  """Sliding-window recognition of one stream of poses (see the module docstring)."""
+  """Sliding-window recognition of one stream of poses (see the module docstring).
+
+  `img_shape` (h, w) is the image size of 2D keypoints given in pixels (None: they are
+  already in [-1, 1]); `kinect` says whether frames are NTU bodies.
+  """
 
   def __init__(self, model: serving.ExportedModel, *, window: int = 64, hop: int = 8,
-               top_k: int = 5, name: str = '<stream>'):
+               top_k: int = 5, name: str = '<stream>',
+               img_shape: tuple[int, int] | None = DEFAULT_IMG_SHAPE):
     n, t = model.input_shape[:2]
     if window < 1 or hop < 1:
       raise ValueError(f'window={window} and hop={hop} must be at least 1')
@@ -58,7 +75,14 @@ class Recognizer:
                        f'export with a symbolic frame count')
     self.model, self.window, self.hop, self.top_k, self.name = model, window, hop, top_k, name
     self.preprocessing = model.meta['preprocessing']
-    self.stream = model.meta['stream']
+    self.stream, self.layout, self.channels = model.meta['stream'], model.layout, model.channels
+    self.kinect = self.preprocessing in preprocess.PREPROCESSINGS
+    if self.kinect and (self.layout, self.channels) != ('ntu25', 'xyz'):
+      raise ValueError(f'{model.path}: preprocessing {self.preprocessing!r} is for NTU '
+                       f'bodies, not layout {self.layout!r} with channels {self.channels!r}')
+    self.img_shape = img_shape if self.channels in ('xy', 'xys') else None
+    self._point_shape = ((preprocess.NUM_JOINTS, 3) if self.kinect
+                         else tuple(model.input_shape[3:]))
     # As `preprocess_skeleton` reads files: float64 for 2s-AGCN's energies, else float32.
     self._dtype = np.float64 if self.preprocessing == '2s-agcn' else np.float32
     self._frames = collections.deque(maxlen=window)
@@ -68,18 +92,23 @@ class Recognizer:
     """Adds one frame; returns a `Prediction` when a hop completes, else None.
 
     Args:
-      bodies: (B, 25, 3) camera coordinates of the B bodies in view (B may be 0), in
-        the sensor's order.
-      body_ids: (B,) tracking IDs (default 0..B-1); only the 'tracked' preprocessing
-        uses them.
+      bodies: the B people in view (B may be 0): for NTU exports their (B, 25, 3)
+        camera coordinates in the sensor's order, else their keypoints (B, V, C).
+      body_ids: (B,) tracking IDs (default 0..B-1); the 'tracked' preprocessing and
+        keypoints use them to follow a person from frame to frame.
     """
-    xyz = np.asarray(bodies, self._dtype).reshape(-1, preprocess.NUM_JOINTS, 3)
-    ids = (np.arange(len(xyz)) if body_ids is None
+    points = np.asarray(bodies, self._dtype)
+    if points.size == 0:
+      points = points.reshape((0,) + self._point_shape)
+    if points.ndim != 3 or points.shape[1:] != self._point_shape:
+      raise ValueError(f'{self.name}: frame {self.frames_seen}: people of shape '
+                       f'{points.shape[1:]}, expected {self._point_shape}')
+    ids = (np.arange(len(points)) if body_ids is None
            else np.asarray(body_ids, np.int64).reshape(-1))
-    if len(ids) != len(xyz):
-      raise ValueError(f'{self.name}: frame {self.frames_seen}: {len(xyz)} bodies but '
+    if len(ids) != len(points):
+      raise ValueError(f'{self.name}: frame {self.frames_seen}: {len(points)} bodies but '
                        f'{len(ids)} body IDs')
-    self._frames.append((ids, xyz))
+    self._frames.append((ids, points))
     self.frames_seen += 1
     if self.frames_seen < self.window or (self.frames_seen - self.window) % self.hop:
       return None
@@ -96,12 +125,46 @@ class Recognizer:
 
   def window_input(self) -> np.ndarray | None:
     """The network's input (1, window, M, V, C) for the window, None if nobody is in it."""
-    try:
-      sample = preprocess.preprocess_skeleton(self.window_skeleton(), self.preprocessing)
-    except preprocess.NoSkeletonError:
-      return None
+    if self.kinect:
+      try:
+        sample = preprocess.preprocess_skeleton(self.window_skeleton(), self.preprocessing)
+      except preprocess.NoSkeletonError:
+        return None
+    else:
+      sample = self.window_keypoints()
+      if sample is None:
+        return None
     x = preprocess.pad_or_crop(sample, self.window)[None].astype(np.float32)
-    return preprocess.select_stream(x, self.stream)
+    return preprocess.select_stream(x, self.stream, self.layout, self.channels)
+
+  def window_keypoints(self) -> np.ndarray | None:
+    """The window's keypoints as one sample (T, M, V, C), None if nobody is in it.
+
+    As the annotation builder turns an annotation into a record: a track is zero where
+    it is absent; 2D keypoints are normalised (`normalize_2d`) and, with scores, those
+    scored at most `SCORE_THRESHOLD` get x = y = 0; the M tracks of highest total score
+    (with scores) or most motion (`preprocess.motion_energy`) are the persons, best first.
+    """
+    ids = list(dict.fromkeys(i for frame_ids, _ in self._frames for i in frame_ids))
+    if not ids:
+      return None
+    slot = {person: s for s, person in enumerate(ids)}
+    tracks = np.zeros((len(ids), len(self._frames)) + self._point_shape, np.float32)
+    for t, (frame_ids, points) in enumerate(self._frames):
+      tracks[[slot[i] for i in frame_ids], t] = points
+    if self.img_shape is not None:
+      tracks = normalize_2d(tracks, self.img_shape)
+    if self.channels == 'xys':
+      tracks[..., :2][tracks[..., 2] <= SCORE_THRESHOLD] = 0
+      activity = tracks[..., 2].sum(axis=(1, 2))
+    else:  # motion_energy reads three coordinates; 2D gets a zero z
+      xyz = np.pad(tracks, [(0, 0)] * 3 + [(0, 3 - tracks.shape[-1])])
+      activity = np.array([preprocess.motion_energy(track) for track in xyz])
+    num_persons = self.model.input_shape[2]
+    tracks = tracks[np.argsort(-activity, kind='stable')[:num_persons]]
+    sample = np.zeros((num_persons,) + tracks.shape[1:], np.float32)
+    sample[:len(tracks)] = tracks
+    return np.swapaxes(sample, 0, 1)
 
   def predict_window(self) -> Prediction:
     start = time.perf_counter()
@@ -110,6 +173,15 @@ class Recognizer:
     actions = [] if logits is None else self.model.top_k(logits[None], self.top_k)[0]
     return Prediction(self.frames_seen - 1, actions, logits,
                       1e3 * (time.perf_counter() - start))
+
+
+def normalize_2d(keypoints: np.ndarray, img_shape: tuple[int, int]) -> np.ndarray:
+  """PYSKL's PreNormalize2D: x and y in pixels of an (h, w) image to [-1, 1]."""
+  h, w = img_shape
+  out = np.array(keypoints, np.float32)
+  out[..., 0] = (out[..., 0] - w / 2) / (w / 2)
+  out[..., 1] = (out[..., 1] - h / 2) / (h / 2)
+  return out
 
 
 # ---- Replaying a file -------------------------------------------------------------
@@ -128,8 +200,11 @@ def replay(model: serving.ExportedModel, path: str, *, window: int = 64, hop: in
 
   The network is compiled first, so the first prediction's latency is like the others'.
   """
-  skeleton = skeleton_lib.read_skeleton(path, np.float64, xyz_only=True)
   recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=path)
+  if not recognizer.kinect:
+    raise ValueError(f'{model.path}: a {model.layout} export without NTU preprocessing; '
+                     f'only NTU exports replay .skeleton files')
+  skeleton = skeleton_lib.read_skeleton(path, np.float64, xyz_only=True)
   model(np.zeros((1, window) + model.input_shape[2:], np.float32))  # compiles before the clock
   predictions, start = [], time.perf_counter()
   for i, (bodies, ids) in enumerate(frames_of(skeleton)):

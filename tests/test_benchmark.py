@@ -1,5 +1,7 @@
-"""The benchmark and host memory."""
+"""The benchmark: throughput and streaming latency."""
 
+import os
+import re
 import subprocess
 import sys
 
@@ -67,3 +69,26 @@ def test_benchmark_imports_pytorch_only_for_the_reference():
   assert "'configs'" in out  # the variants are configs/default.py's
   for name in ('torch', 'tensorflow'):
     assert f"'{name}'" not in out, name
+
+
+def test_latency_mode_prints_a_row_per_input_and_variant():
+  root = os.path.dirname(os.path.dirname(__file__))
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.model', '--modes=latency', '--arch=lean',
+       '--aggregate_at=1', '--num_layers=2', '--window=12', '--warmup=0', '--calls=3'],
+      capture_output=True, text=True, cwd=root, check=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith('# cpu') and 'load average' in lines[0]
+  assert lines[1] == '# batch 1, M=2, window 12 frames, 3 timed calls'
+  assert lines[-1].startswith('# load average after')
+  rows = lines[2:-1]
+  assert [row.split()[:3] for row in rows] == [['lean', 'λ=1', 'auto']] * 3, rows
+  assert [re.search(r'(network, 2 persons|network, 1 person|window of a 1-person file)',
+                    row).group(1) for row in rows] == [
+                        'network, 2 persons', 'network, 1 person', 'window of a 1-person file']
+  for row in rows:
+    p50, p99, rate = map(float, re.search(r'p50 +([\d.]+) ms +p99 +([\d.]+) ms +([\d.]+) /s',
+                                          row).groups())
+    # predictions/s = 1000 / p50, up to the rounding of the printed p50 (2 decimals).
+    assert 0 < p50 <= p99 and rate * p50 == pytest.approx(1e3, rel=0.005 / p50 + 0.001)

@@ -1,16 +1,19 @@
-"""Exported networks: the same logits as the Flax model, a loader without the training
-stack, and clear errors for broken exports.
+"""Exported networks: the same logits as the Flax model with the BNs folded, a loader
+without the training stack, and clear errors for broken exports.
 
 The workdir is written directly (config, class names, one checkpoint of perturbed
 initial variables), so no training step is compiled.
 """
 
+import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +23,7 @@ from configs import default
 from stbln_jax import checkpoint
 from stbln_jax import export
 from stbln_jax import models
+from stbln_jax import ops
 from stbln_jax import serving
 from stbln_jax import workdir as workdir_lib
 
@@ -71,6 +75,11 @@ def test_symbolic_export_gives_the_flax_logits_for_any_batch_and_length(symbolic
   config, variables, output, meta = symbolic_export
   assert meta['input_shape'] == ['N', 'T', 2, 25, 3] and meta['step'] == 7
   assert meta['preprocessing'] == '2s-agcn' and meta['stream'] == 'joint'
+  assert (meta['layout'], meta['channels']) == ('ntu25', 'xyz')
+  # Every BN after a map is folded: spatial, temporal and Residual/V in both layers,
+  # Residual/T in layer 2.
+  assert len(meta['model']['folded_batch_norms']) == 7
+  assert 'layer_2/residual_t/bn' in meta['model']['folded_batch_norms']
   loaded = serving.load(output)
   model = models.create_model(config.model).clone(temporal_conv='xla')
   rng = np.random.default_rng(1)
@@ -100,6 +109,75 @@ def test_fixed_export_folds_symmetric_to_additive_and_skips_an_absent_person(tmp
   np.testing.assert_allclose(loaded(x), expected, atol=1e-5, rtol=1e-5)
   with pytest.raises(serving.ExportError, match=r'model\.stablehlo: input of shape'):
     loaded(x[:1])
+
+
+class ConvBN(nn.Module):
+  """A temporal convolution (with or without a bias) and a BN, then a BN after a ReLU."""
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    y = models.TemporalConv(4, 3, use_bias=self.use_bias, name='conv')(x)
+    y = ops.BatchNorm(use_running_average=not train, name='bn')(y)
+    return ops.BatchNorm(use_running_average=not train, name='bn_relu')(nn.relu(y))
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_fold_of_one_convolution_and_its_batch_norm(use_bias):
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(7, 2, 3, 5)), jnp.float32)
+  module = ConvBN(use_bias)
+  variables = jax.device_get(module.init(jax.random.key(0), x))
+  rng = np.random.default_rng(1)
+  variables = jax.tree.map(
+      lambda v: (np.abs(v + rng.normal(0, 0.5, v.shape)) + 0.1).astype(np.float32), variables)
+  folded, paths = export.fold_batch_norms(module, variables, x)
+  assert paths == ['bn']  # the BN after the ReLU follows no linear map
+  bn, stats = variables['params']['bn'], variables['batch_stats']['bn']
+  s = bn['scale'] / np.sqrt(stats['var'] + ops.batch_norm.EPSILON)
+  shift = bn['bias'] - stats['mean'] * s
+  conv = variables['params']['conv']['conv']
+  np.testing.assert_allclose(folded['params']['conv']['conv']['kernel'], conv['kernel'] * s,
+                             rtol=1e-6)
+  if use_bias:
+    np.testing.assert_allclose(folded['params']['conv']['conv']['bias'],
+                               conv['bias'] * s + shift, rtol=1e-6, atol=1e-6)
+    assert 'bn' not in folded['params']
+  else:
+    np.testing.assert_allclose(folded['params']['bn']['bias'], shift, rtol=1e-6, atol=1e-6)
+  assert 'bn' not in folded['batch_stats'] and 'bn_relu' in folded['batch_stats']
+  np.testing.assert_allclose(export.inference_apply(module, folded, x),
+                             module.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def _op_counts(exported):
+  return collections.Counter(re.findall(r'stablehlo\.(\w+)', exported.mlir_module()))
+
+
+def test_folded_export_holds_only_the_data_batch_norm():
+  config = tiny_config(arch='lean', aggregate_at=2, num_layers=3, channels=(8, 16, 16),
+                       strides=(1, 2, 1))
+  model = models.create_model(config.model)
+  variables = models.init_variables(model, config.model, jax.random.key(0))
+  shape = (1, 12, 2, 25, 3)
+  plain, none = export.export_forward(model, variables, shape, fold=False)
+  folded, paths = export.export_forward(model, variables, shape)
+  # Layers 1-2 (Fig. 2, layer 2 aggregating): spatial, temporal and the projections;
+  # layer 3 (Fig. 3): its linear map, temporal and Residual/T.
+  assert none == [] and len(paths) == 9
+  before, after = _op_counts(plain), _op_counts(folded)
+  assert before['rsqrt'] == 1 + len(paths) and after['rsqrt'] == 1  # the data BN's
+  assert before['subtract'] - after['subtract'] == len(paths)
+
+
+def test_layout_and_channels_are_checked_against_the_model():
+  config = tiny_config(num_joints=17)
+  with pytest.raises(models.ConfigError, match=r"num_joints=17, but layout 'ntu25' has 25"):
+    export.layout_and_channels(config)
+  config.model.layout = 'coco17'
+  assert export.layout_and_channels(config) == ('coco17', 'xyz')
+  assert export.layout_and_channels(config, 'xys') == ('coco17', 'xys')
+  with pytest.raises(models.ConfigError, match=r"in_channels=3, but channels 'xy' are 2"):
+    export.layout_and_channels(config, 'xy')
 
 
 def test_loader_and_stream_import_no_training_stack(symbolic_export):

@@ -16,6 +16,7 @@ from stbln_jax import predict
 from stbln_jax import serving
 from stbln_jax import sharding
 from stbln_jax import stream
+from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 from test_export import tiny_config, write_workdir
 
@@ -99,3 +100,80 @@ def test_replay_command_prints_predictions_and_progress(exported, ntu_samples_di
   assert [int(line.split()[1]) for line in lines] == [23, 63]
   assert all(line.count('action ') == 2 for line in lines), lines
   assert 'frame 82/82, 2 predictions' in result.stderr
+
+
+@pytest.fixture(scope='module')
+def coco_export(tmp_path_factory):
+  """A lean bilinear network on COCO-17 keypoints with scores, the bone stream."""
+  root = tmp_path_factory.mktemp('coco')
+  config = tiny_config(arch='lean', layout='coco17', num_joints=17)
+  config.dataset, config.stream = 'pose_annotations/coco17_2d', 'bone'
+  variables = write_workdir(root / 'run', config, seed=6)
+  output = str(root / 'model.stablehlo')
+  meta = export.export_run(str(root / 'run'), output, channels='xys')
+  return config, variables, meta, serving.load(output)
+
+
+def test_coco17_windows_predict_as_the_export_on_their_frames(coco_export):
+  config, variables, meta, model = coco_export
+  assert (meta['layout'], meta['channels'], meta['preprocessing']) == ('coco17', 'xys', None)
+  assert meta['input_shape'] == ['N', 'T', 2, 17, 3]
+  window, hop, h, w = 10, 5, 480, 640
+  rng = np.random.default_rng(7)
+  frames = 16
+  pixels = rng.uniform(0, [w, h], size=(3, frames, 17, 2))
+  scores = np.broadcast_to(np.array([0.9, 0.6, 0.2])[:, None, None, None], (3, frames, 17, 1))
+  people = np.concatenate([pixels, scores], axis=-1).astype(np.float32)
+  present = np.ones((3, frames), bool)
+  present[1, 2:9] = False  # person 1 is out of view in frames 2-8
+  people[0, 4, 3, 2] = 0.005  # an undetected keypoint: x = y = 0 once normalised
+  recognizer = stream.Recognizer(model, window=window, hop=hop, img_shape=(h, w))
+  predictions = []
+  for t in range(frames):
+    ids = np.flatnonzero(present[:, t])
+    p = recognizer.push(people[ids, t], body_ids=100 + ids)
+    if p is not None:
+      predictions.append(p)
+  assert [p.frame for p in predictions] == [9, 14]
+
+  flax_model = models.create_model(config.model).clone(temporal_conv='xla')
+  # Frames 0-9: person 1 shows in 3 frames (total score 3·17·0.6 < 10·17·0.2), so the
+  # persons are 0 and 2; frames 5-14: person 1 shows in 6 and outscores person 2.
+  for p, chosen in zip(predictions, ([0, 2], [0, 1])):
+    frames_in = slice(p.frame + 1 - window, p.frame + 1)
+    tracks = people[chosen, frames_in].copy()
+    tracks[..., 0] = (tracks[..., 0] - w / 2) / (w / 2)
+    tracks[..., 1] = (tracks[..., 1] - h / 2) / (h / 2)
+    tracks[~present[chosen, frames_in]] = 0  # absent: score 0, so x = y = 0
+    tracks[..., :2][tracks[..., 2] <= 0.01] = 0
+    x = preprocess.select_stream(np.swapaxes(tracks, 0, 1)[None], 'bone', 'coco17', 'xys')
+    np.testing.assert_allclose(p.logits, model(x)[0], rtol=1e-6, atol=1e-6)
+    expected = flax_model.apply(variables, jnp.asarray(x), train=False)[0]
+    np.testing.assert_allclose(p.logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_keypoint_frames_of_the_wrong_shape_or_nobody(coco_export):
+  *_, model = coco_export
+  recognizer = stream.Recognizer(model, window=2, hop=1)
+  with pytest.raises(ValueError, match=r'<stream>: frame 0: people of shape \(25, 3\), '
+                     r'expected \(17, 3\)'):
+    recognizer.push(np.zeros((1, 25, 3)))
+  assert recognizer.push([]) is None
+  p = recognizer.push(np.zeros((0, 17, 3)))
+  assert p.frame == 1 and p.actions == [] and p.logits is None
+  with pytest.raises(ValueError, match=r'only NTU exports replay \.skeleton files'):
+    stream.replay(model, 'S001C001P001R001A011.skeleton', progress=None)
+
+
+def test_without_scores_the_most_active_keypoint_tracks_are_the_persons(coco_export):
+  *_, model = coco_export
+  xy = serving.ExportedModel(model.path, model.exported,
+                             dict(model.meta, channels='xy', input_shape=['N', 'T', 2, 17, 2]))
+  recognizer = stream.Recognizer(xy, window=7, hop=1, img_shape=None)  # 6 frames: no call
+  rng = np.random.default_rng(8)
+  spread = np.array([0.01, 1.0, 0.1])[:, None, None, None]  # person 1 moves most, then 2
+  people = 1 + spread * rng.normal(size=(3, 6, 17, 2))
+  for t in range(6):
+    recognizer.push(people[:, t])
+  np.testing.assert_allclose(recognizer.window_keypoints(),
+                             np.swapaxes(people[[1, 2]], 0, 1), rtol=1e-6)

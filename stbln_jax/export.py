@@ -36,7 +36,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from stbln_jax import checkpoint
 from stbln_jax import cli
@@ -47,33 +46,13 @@ from stbln_jax import serving
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import layouts
-from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import build
 from stbln_jax.data import preprocess
-
-
-def preprocessing_of(dataset: str) -> str | None:
-  """The builder's preprocessing of an `ntu_rgbd/<config>[:version]` dataset, as `predict`;
-  None for other datasets, whose records hold the keypoints as given (2D ones normalised
-  by the image size)."""
-  if dataset.split('/')[0] != 'ntu_rgbd':
-    return None
-  return ntu_rgbd.get_config(dataset.split('/')[-1].split(':')[0]).preprocessing
-
-
-def dataset_channels(dataset: str, data_dir: str | None = None) -> str | None:
-  """The `channels` of a built dataset's metadata ('xyz' for `ntu_rgbd`), None if unknown."""
-  if dataset.split('/')[0] == 'ntu_rgbd':
-    return 'xyz'
-  try:
-    metadata = tfds.builder(dataset, data_dir=data_dir).info.metadata
-  except (tfds.core.registered.DatasetNotFoundError, OSError):
-    return None
-  return (metadata or {}).get('channels')
 
 
 def layout_and_channels(config, channels: str | None = None) -> tuple[str, str]:
   """The run's layout (`config.model.layout`) and channels: `channels` if given, else
-  its dataset's (`dataset_channels`), else 'xyz'; checked against the model's (V, C)."""
+  its dataset's (`build.channels_of`); checked against the model's (V, C)."""
   layout = config.model.get('layout', 'ntu25')
   if layout not in layouts.LAYOUTS:
     raise models.ConfigError(f'model.layout={layout!r} is not a skeleton layout; choose one '
@@ -82,7 +61,7 @@ def layout_and_channels(config, channels: str | None = None) -> tuple[str, str]:
   if config.model.num_joints != v:
     raise models.ConfigError(f'model.num_joints={config.model.num_joints}, but layout '
                              f'{layout!r} has {v} joints')
-  channels = channels or dataset_channels(config.dataset, config.get('data_dir')) or 'xyz'
+  channels = channels or build.channels_of(config.dataset)
   if channels not in preprocess.CHANNELS:
     raise models.ConfigError(f'channels {channels!r} must be one of {preprocess.CHANNELS}')
   if len(channels) != config.model.in_channels:
@@ -320,7 +299,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
       'layout': layout,
       'channels': channels,
       'stream': config.stream,
-      'preprocessing': preprocessing_of(config.dataset),
+      'preprocessing': build.preprocessing_of(config.dataset),
       'class_names': list(class_names),
       'input_shape': ['N' if batch_size is None else batch_size,
                       'T' if num_frames is None else num_frames] + list(input_shape[2:]),

@@ -32,7 +32,7 @@ from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
 from stbln_jax.data import annotations as annotations_lib
-from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import build
 from stbln_jax.data import pose_annotations
 from stbln_jax.data import preprocess
 
@@ -51,26 +51,11 @@ def _define_flags():
                       'records); the arguments name its frame_dirs (default: all).')
 
 
-def _builder_config(dataset: str):
-  """The builder config of a dataset name ('<builder>/<config>[:version]')."""
-  builder, _, name = dataset.partition('/')
-  name = name.split(':')[0]
-  if builder == 'pose_annotations':
-    return pose_annotations.get_config(name)
-  return ntu_rgbd.get_config(name)
-
-
-def preprocessing_of(dataset: str) -> str:
-  """The preprocessing the builder applied to an `ntu_rgbd/<config>` dataset."""
-  return ntu_rgbd.get_config(dataset.split('/')[-1].split(':')[0]).preprocessing
-
-
 def transform_of(config) -> input_pipeline.Transform:
   """How evaluation made the run's model inputs from its records."""
-  builder_config = _builder_config(config.dataset)
-  channels = getattr(builder_config, 'channels', input_pipeline.DEFAULT_CHANNELS)
   return input_pipeline.Transform.from_config(
-      config, layout=config.model.get('layout', 'ntu25'), channels=channels)
+      config, layout=config.model.get('layout', 'ntu25'),
+      channels=build.channels_of(config.dataset))
 
 
 def _error(e: Exception, where: str) -> str:
@@ -80,7 +65,7 @@ def _error(e: Exception, where: str) -> str:
 
 def skeleton_records(paths: Sequence[str], config):
   """(path, record or None, error or None) of each `.skeleton` file."""
-  preprocessing = preprocessing_of(config.dataset)
+  preprocessing = build.preprocessing_of(config.dataset)
   for path in paths:
     try:
       yield path, preprocess.preprocess_skeleton(path, preprocessing), None
@@ -93,7 +78,7 @@ def skeleton_records(paths: Sequence[str], config):
 def annotation_records(path: str, frame_dirs: Sequence[str], config):
   """(frame_dir, record or None, error or None) of the named annotations of a
   file (all of them when `frame_dirs` is empty)."""
-  builder_config = _builder_config(config.dataset)
+  builder_config = build.builder_config(config.dataset)
   if not isinstance(builder_config, pose_annotations.PoseAnnotationsConfig):
     raise ValueError(f'--annotations: the run was trained on {config.dataset}, not on '
                      'pose_annotations records; give it .skeleton files')

@@ -2,6 +2,7 @@ r"""Recognition on a live stream of poses, one frame at a time, with an exported
 
   python -m stbln_jax.stream --export=/tmp/cv.stablehlo --window=64 --hop=8 --fps=30 \
       S001C001P001R001A011.skeleton
+  python -m stbln_jax.stream --export=/tmp/coco.stablehlo --annotations=clips.pkl [FRAME_DIR ...]
 
 A `Recognizer` keeps the last `window` frames (each frame: the people in view) and
 every `hop` frames, once `window` frames have come, classifies them. The window is
@@ -22,15 +23,16 @@ export's stream (`preprocess.select_stream` in its layout and channels):
   NTU), best first; fewer are padded with zeros.
 A window in which nobody is present gives no actions.
 
-The command replays a `.skeleton` file as a stream at `--fps` (0: as fast as it can),
-prints each prediction and keeps a progress line on stderr.
+The command replays a `.skeleton` file (an NTU export) or the annotations of a
+PYSKL/MMAction2 file (`--annotations`, any other export) as a stream at `--fps` (0: as
+fast as it can), prints each prediction and keeps a progress line on stderr.
 """
 
 import collections
 import dataclasses
 import sys
 import time
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from absl import app
 from absl import flags
@@ -38,11 +40,12 @@ import numpy as np
 
 from stbln_jax import cli
 from stbln_jax import serving
+from stbln_jax.data import annotations
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 
-DEFAULT_IMG_SHAPE = (1080, 1920)  # (h, w), as the annotation builder's default
-SCORE_THRESHOLD = 0.01  # PYSKL's: 2D keypoints scored at most this are unseen
+# Track channels -> the annotation kind that makes them a sample.
+_KINDS = {'xyz': '3d', 'xys': '2d', 'xy': '2d_xy'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +60,13 @@ class Prediction:
 class Recognizer:
   """Sliding-window recognition of one stream of poses (see the module docstring).
 
-  `img_shape` (h, w) is the image size of 2D keypoints given in pixels (None: they are
-  already in [-1, 1]); `kinect` says whether frames are NTU bodies.
+  `img_shape` (h, w) is the image size of 2D keypoints, given in pixels; `kinect` says
+  whether frames are NTU bodies.
   """
 
   def __init__(self, model: serving.ExportedModel, *, window: int = 64, hop: int = 8,
                top_k: int = 5, name: str = '<stream>',
-               img_shape: tuple[int, int] | None = DEFAULT_IMG_SHAPE):
+               img_shape: tuple[int, int] = annotations.DEFAULT_IMG_SHAPE):
     n, t = model.input_shape[:2]
     if window < 1 or hop < 1:
       raise ValueError(f'window={window} and hop={hop} must be at least 1')
@@ -140,10 +143,10 @@ class Recognizer:
   def window_keypoints(self) -> np.ndarray | None:
     """The window's keypoints as one sample (T, M, V, C), None if nobody is in it.
 
-    As the annotation builder turns an annotation into a record: a track is zero where
-    it is absent; 2D keypoints are normalised (`normalize_2d`) and, with scores, those
-    scored at most `SCORE_THRESHOLD` get x = y = 0; the M tracks of highest total score
-    (with scores) or most motion (`preprocess.motion_energy`) are the persons, best first.
+    The window's tracks (zero where a track is absent) make one annotation, which
+    becomes a sample exactly as the annotation builder makes a record
+    (`annotations.to_sample`: 2D normalised by `img_shape`, the M tracks of highest
+    total score, or most motion without scores, best first).
     """
     ids = list(dict.fromkeys(i for frame_ids, _ in self._frames for i in frame_ids))
     if not ids:
@@ -152,19 +155,14 @@ class Recognizer:
     tracks = np.zeros((len(ids), len(self._frames)) + self._point_shape, np.float32)
     for t, (frame_ids, points) in enumerate(self._frames):
       tracks[[slot[i] for i in frame_ids], t] = points
-    if self.img_shape is not None:
-      tracks = normalize_2d(tracks, self.img_shape)
+    kind = _KINDS[self.channels]
+    annotation = dict(frame_dir='window', label=0, total_frames=len(self._frames),
+                      keypoint=tracks[..., :annotations.INPUT_CHANNELS[kind]])
     if self.channels == 'xys':
-      tracks[..., :2][tracks[..., 2] <= SCORE_THRESHOLD] = 0
-      activity = tracks[..., 2].sum(axis=(1, 2))
-    else:  # motion_energy reads three coordinates; 2D gets a zero z
-      xyz = np.pad(tracks, [(0, 0)] * 3 + [(0, 3 - tracks.shape[-1])])
-      activity = np.array([preprocess.motion_energy(track) for track in xyz])
-    num_persons = self.model.input_shape[2]
-    tracks = tracks[np.argsort(-activity, kind='stable')[:num_persons]]
-    sample = np.zeros((num_persons,) + tracks.shape[1:], np.float32)
-    sample[:len(tracks)] = tracks
-    return np.swapaxes(sample, 0, 1)
+      annotation['keypoint_score'] = tracks[..., 2]
+    if self.img_shape is not None:  # 2D
+      annotation['img_shape'] = self.img_shape
+    return annotations.to_sample(annotation, self.layout, kind, self.model.input_shape[2])
 
   def predict_window(self) -> Prediction:
     start = time.perf_counter()
@@ -173,15 +171,6 @@ class Recognizer:
     actions = [] if logits is None else self.model.top_k(logits[None], self.top_k)[0]
     return Prediction(self.frames_seen - 1, actions, logits,
                       1e3 * (time.perf_counter() - start))
-
-
-def normalize_2d(keypoints: np.ndarray, img_shape: tuple[int, int]) -> np.ndarray:
-  """PYSKL's PreNormalize2D: x and y in pixels of an (h, w) image to [-1, 1]."""
-  h, w = img_shape
-  out = np.array(keypoints, np.float32)
-  out[..., 0] = (out[..., 0] - w / 2) / (w / 2)
-  out[..., 1] = (out[..., 1] - h / 2) / (h / 2)
-  return out
 
 
 # ---- Replaying a file -------------------------------------------------------------
@@ -193,40 +182,88 @@ def frames_of(skeleton: skeleton_lib.Skeleton):
     yield skeleton.xyz[a:b], skeleton.body_ids[a:b]
 
 
+def annotation_frames(annotation: dict, channels: str):
+  """Per frame of an annotation (`annotations.to_sample`'s input): the keypoints
+  (P, V, C) of the P persons seen in it and their indices, which follow them."""
+  keypoint = np.asarray(annotation['keypoint'], np.float32)
+  if channels == 'xys':
+    score = np.asarray(annotation['keypoint_score'], np.float32)
+    keypoint = np.concatenate([keypoint, score[..., None]], axis=-1)
+  seen = np.abs(keypoint).sum(axis=(-1, -2)) > 0  # (M, T)
+  for t in range(keypoint.shape[1]):
+    people = np.flatnonzero(seen[:, t])
+    yield keypoint[people, t], people
+
+
 def replay(model: serving.ExportedModel, path: str, *, window: int = 64, hop: int = 8,
            fps: float = 30.0, top_k: int = 3, out: TextIO = sys.stdout,
            progress: TextIO | None = sys.stderr) -> list[Prediction]:
-  """Feeds a `.skeleton` file to a `Recognizer` at `fps` frames per second (0: unpaced).
-
-  The network is compiled first, so the first prediction's latency is like the others'.
-  """
+  """Feeds a `.skeleton` file to a `Recognizer` at `fps` frames per second (0: unpaced)."""
   recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=path)
   if not recognizer.kinect:
     raise ValueError(f'{model.path}: a {model.layout} export without NTU preprocessing; '
-                     f'only NTU exports replay .skeleton files')
+                     f'only NTU exports replay .skeleton files (give --annotations)')
   skeleton = skeleton_lib.read_skeleton(path, np.float64, xyz_only=True)
+  return play(recognizer, frames_of(skeleton), skeleton.num_frames, fps=fps, out=out,
+              progress=progress)
+
+
+def replay_annotations(model: serving.ExportedModel, path: str,
+                       frame_dirs: Sequence[str] = (), *, window: int = 64, hop: int = 8,
+                       fps: float = 30.0, top_k: int = 3, out: TextIO = sys.stdout,
+                       progress: TextIO | None = sys.stderr) -> dict[str, list[Prediction]]:
+  """Feeds the named annotations of a PYSKL/MMAction2 file (default: all) to a
+  `Recognizer` each, at `fps` frames per second; keypoints as the file holds them."""
+  if model.meta['preprocessing'] in preprocess.PREPROCESSINGS:
+    raise ValueError(f'{model.path}: an export of NTU .skeleton records; replay '
+                     f'.skeleton files with it')
+  data = annotations.load_annotation_file(path)
+  by_name = {str(a.get('frame_dir')): a for a in data['annotations'] if isinstance(a, dict)}
+  results = {}
+  for name in frame_dirs or list(by_name):
+    if name not in by_name:
+      raise ValueError(f'{path}: no annotation has frame_dir {name!r}')
+    annotation = by_name[name]
+    # The file's annotation, checked as the builder checks it.
+    annotations.to_sample(annotation, model.layout, _KINDS[model.channels])
+    recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=name,
+                            img_shape=annotation.get('img_shape',
+                                                     annotations.DEFAULT_IMG_SHAPE))
+    print(name, file=out)
+    results[name] = play(recognizer, annotation_frames(annotation, model.channels),
+                         int(annotation['total_frames']), fps=fps, out=out,
+                         progress=progress)
+  return results
+
+
+def play(recognizer: Recognizer, frames, num_frames: int, *, fps: float, out: TextIO,
+         progress: TextIO | None) -> list[Prediction]:
+  """Pushes (people, ids) frames at `fps` (0: unpaced), printing each prediction and a
+  progress line. The network is compiled first, so the first prediction's latency is
+  like the others'."""
+  model, window, name = recognizer.model, recognizer.window, recognizer.name
   model(np.zeros((1, window) + model.input_shape[2:], np.float32))  # compiles before the clock
   predictions, start = [], time.perf_counter()
-  for i, (bodies, ids) in enumerate(frames_of(skeleton)):
+  for i, (people, ids) in enumerate(frames):
     if fps > 0:
       time.sleep(max(0.0, start + i / fps - time.perf_counter()))
-    p = recognizer.push(bodies, ids)
+    p = recognizer.push(people, ids)
     if p is not None:
       predictions.append(p)
       if progress:
         progress.write('\r\033[K')
-      shown = '  '.join(f'{name} {prob:.3f}' for name, prob in p.actions) or '(nobody)'
+      shown = '  '.join(f'{label} {prob:.3f}' for label, prob in p.actions) or '(nobody)'
       print(f'frame {p.frame:>5}  {p.latency_ms:7.1f} ms  {shown}', file=out, flush=True)
     if progress:
       elapsed = time.perf_counter() - start
       rate = len(predictions) / elapsed if elapsed else 0.0
-      progress.write(f'\r\033[K{path}: frame {i + 1}/{skeleton.num_frames}, '
+      progress.write(f'\r\033[K{name}: frame {i + 1}/{num_frames}, '
                      f'{len(predictions)} predictions ({rate:.1f}/s)')
       progress.flush()
   if progress:
     progress.write('\n')
   if not predictions:
-    print(f'{path}: {skeleton.num_frames} frames, fewer than the window of {window}: no '
+    print(f'{name}: {num_frames} frames, fewer than the window of {window}: no '
           f'prediction', file=out)
   return predictions
 
@@ -242,12 +279,20 @@ def _define_flags():
   flags.DEFINE_float('fps', 30.0, 'Replay speed in frames per second (0: unpaced).',
                      lower_bound=0.0)
   flags.DEFINE_integer('top_k', 3, 'Actions per prediction.', lower_bound=1)
+  flags.DEFINE_string('annotations', None,
+                      'A PYSKL/MMAction2 annotation file to replay (an export of '
+                      'annotation records); the arguments name its frame_dirs '
+                      '(default: all).')
 
 
 def main(argv):
-  if len(argv) < 2:
-    raise app.UsageError('name one or more .skeleton files to replay')
   model = serving.load(FLAGS.export)
+  if FLAGS.annotations:
+    replay_annotations(model, FLAGS.annotations, argv[1:], window=FLAGS.window,
+                       hop=FLAGS.hop, fps=FLAGS.fps, top_k=FLAGS.top_k)
+    return 0
+  if len(argv) < 2:
+    raise app.UsageError('name one or more .skeleton files to replay, or give --annotations')
   for path in argv[1:]:
     replay(model, path, window=FLAGS.window, hop=FLAGS.hop, fps=FLAGS.fps, top_k=FLAGS.top_k)
   return 0

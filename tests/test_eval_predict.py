@@ -343,6 +343,12 @@ def test_ensemble_command_reports_a_missing_workdir_as_one_line(tmp_path):
 
 
 def test_predict_uses_the_preprocessing_its_dataset_was_built_with():
-  assert predict.preprocessing_of('ntu_rgbd/xview') == '2s-agcn'
-  assert predict.preprocessing_of('ntu_rgbd/xsub120_tracked') == 'tracked'
-  assert predict.preprocessing_of('ntu_rgbd/xset120:2.0.0') == '2s-agcn'
+  assert build.preprocessing_of('ntu_rgbd/xview') == '2s-agcn'
+  assert build.preprocessing_of('ntu_rgbd/xsub120_tracked') == 'tracked'
+  assert build.preprocessing_of('ntu_rgbd/xset120:2.0.0') == '2s-agcn'
+  assert build.preprocessing_of('pose_annotations/coco17_2d') is None
+  assert build.channels_of('pose_annotations/coco17_2d') == 'xys'
+  assert build.channels_of('pose_annotations/openpose18_2d_xy') == 'xy'
+  assert build.channels_of('ntu_rgbd/xview') == 'xyz'
+  with pytest.raises(ValueError, match='neither'):
+    build.builder_config('mnist/x')

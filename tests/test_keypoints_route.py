@@ -3,19 +3,22 @@
 """
 
 import io
+import json
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from stbln_jax import metrics
 from stbln_jax import predict
-from stbln_jax import train
 from stbln_jax.data import annotations
 from stbln_jax.data import build
+from tiny_run import REPO, subprocess_env
 
-README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+README = REPO / 'README.md'
 
 
 def readme_example() -> str:
@@ -42,12 +45,15 @@ def test_the_readmes_worked_example_builds(tmp_path):
 
 @pytest.fixture(scope='module')
 def trained_2d(tmp_path_factory):
-  """The 2D demo (configs/coco17_demo.py), trained in this process."""
-  from configs import coco17_demo  # pylint: disable=g-import-not-at-top
+  """The 2D demo, run as its documented command on one CPU device (its batch of 8
+  would be split over the tests' four)."""
   workdir = tmp_path_factory.mktemp('coco17_demo')
-  config = coco17_demo.get_config()
-  summary = train.train_and_evaluate(config, str(workdir))
-  return workdir, summary
+  result = subprocess.run(
+      [sys.executable, '-m', 'stbln_jax.main', '--config=configs/coco17_demo.py',
+       f'--workdir={workdir}'], cwd=REPO, capture_output=True, text=True, timeout=900,
+      env=subprocess_env(num_devices=1))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, json.loads((workdir / 'eval_xview_val.json').read_text())
 
 
 def test_synthetic_coco17_keypoints_train_to_85_percent_on_the_unseen_camera(trained_2d):

@@ -2,6 +2,7 @@
 
 import io
 import os
+import pickle
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from stbln_jax import predict
 from stbln_jax import serving
 from stbln_jax import sharding
 from stbln_jax import stream
+from stbln_jax.data import annotations
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 from test_export import tiny_config, write_workdir
@@ -169,11 +171,35 @@ def test_without_scores_the_most_active_keypoint_tracks_are_the_persons(coco_exp
   *_, model = coco_export
   xy = serving.ExportedModel(model.path, model.exported,
                              dict(model.meta, channels='xy', input_shape=['N', 'T', 2, 17, 2]))
-  recognizer = stream.Recognizer(xy, window=7, hop=1, img_shape=None)  # 6 frames: no call
+  # An image of 2 × 2 pixels: x and y move by -1 when normalised.
+  recognizer = stream.Recognizer(xy, window=7, hop=1, img_shape=(2, 2))  # 6 frames: no call
   rng = np.random.default_rng(8)
   spread = np.array([0.01, 1.0, 0.1])[:, None, None, None]  # person 1 moves most, then 2
   people = 1 + spread * rng.normal(size=(3, 6, 17, 2))
   for t in range(6):
     recognizer.push(people[:, t])
   np.testing.assert_allclose(recognizer.window_keypoints(),
-                             np.swapaxes(people[[1, 2]], 0, 1), rtol=1e-6)
+                             np.swapaxes(people[[1, 2]] - 1, 0, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_annotation_files_replay_as_the_builder_makes_their_windows(coco_export, tmp_path):
+  *_, model = coco_export
+  rng = np.random.default_rng(3)
+  frames, h, w = 12, 480, 640
+  annotation = dict(frame_dir='clip', label=0, total_frames=frames, img_shape=(h, w),
+                    keypoint=rng.uniform(0, [w, h], size=(2, frames, 17, 2)).astype(np.float32),
+                    keypoint_score=rng.uniform(0.3, 1, size=(2, frames, 17)).astype(np.float32))
+  annotation['keypoint'][1, :4] = 0  # the second person comes into view at frame 4
+  annotation['keypoint_score'][1, :4] = 0
+  path = tmp_path / 'clips.pkl'
+  path.write_bytes(pickle.dumps(dict(split={'test': ['clip']}, annotations=[annotation])))
+  out = io.StringIO()
+  results = stream.replay_annotations(model, str(path), window=frames, hop=4, fps=0,
+                                      out=out, progress=None)
+  (prediction,) = results['clip']  # one window: the whole clip
+  x = preprocess.select_stream(annotations.to_sample(annotation, 'coco17', '2d')[None],
+                               'bone', 'coco17', 'xys')
+  np.testing.assert_allclose(prediction.logits, model(x)[0], rtol=1e-6, atol=1e-6)
+  assert out.getvalue().splitlines()[0] == 'clip'
+  with pytest.raises(ValueError, match="no annotation has frame_dir 'other'"):
+    stream.replay_annotations(model, str(path), ['other'], progress=None)

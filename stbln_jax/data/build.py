@@ -2,8 +2,9 @@
 
 Owns `build_dataset` (what `python -m data_prep.build` and demos call) and the
 `BuildSummary` it returns: records per split, `.skeleton` files or annotations
-excluded, ignored or skipped (with the reason), time taken. No TensorFlow is
-imported.
+excluded, ignored or skipped (with the reason), time taken; and what a dataset
+name's records hold (`builder_config`, `preprocessing_of`, `channels_of`), which
+prediction and export need without the dataset itself. No TensorFlow is imported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,28 @@ from tensorflow_datasets.core.utils import tqdm_utils
 # Importing the builders registers `ntu_rgbd` and `pose_annotations`.
 from stbln_jax.data import ntu_rgbd
 from stbln_jax.data import pose_annotations
+
+
+def builder_config(dataset: str):
+  """The builder config of a dataset name '<builder>/<config>[:version]'."""
+  builder, _, name = dataset.partition('/')
+  name = name.split(':')[0]
+  if builder == 'ntu_rgbd':
+    return ntu_rgbd.get_config(name)
+  if builder == 'pose_annotations':
+    return pose_annotations.get_config(name)
+  raise ValueError(f'{dataset!r} is neither an ntu_rgbd nor a pose_annotations dataset')
+
+
+def preprocessing_of(dataset: str) -> str | None:
+  """The preprocessing of an `ntu_rgbd` dataset's raw files; None for annotation
+  records, which hold the keypoints as given (2D ones normalised by the image size)."""
+  return getattr(builder_config(dataset), 'preprocessing', None)
+
+
+def channels_of(dataset: str) -> str:
+  """What the last axis of the dataset's samples holds (`preprocess.CHANNELS`)."""
+  return getattr(builder_config(dataset), 'channels', 'xyz')
 
 
 @dataclasses.dataclass(frozen=True)

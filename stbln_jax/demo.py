@@ -59,7 +59,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
   fmt = config.synthetic.get('format', 'skeleton')
   if fmt not in FORMATS:
     raise models.ConfigError(f'synthetic.format={fmt!r} is not a synthetic data format; '
-                     f'choose one of {FORMATS}')
+                             f'choose one of {FORMATS}')
   config = copy.deepcopy(config)
   if config.data_dir is None:
     config.data_dir = os.path.join(os.path.abspath(workdir), 'data')

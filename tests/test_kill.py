@@ -80,22 +80,27 @@ def killed_run(config_file, workdir, where, call=1):
   assert result.returncode == -signal.SIGKILL, (where, result.stderr[-3000:])
 
 
-def run_killed_from_outside(config_file, workdir):
-  """Starts a run and SIGKILLs it as soon as it logs a training step."""
-  proc = subprocess.Popen(main_command(config_file, workdir), cwd=REPO,
-                          env=subprocess_env(), text=True, stderr=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL)
+def kill_when(proc, ready):
+  """SIGKILLs `proc` once `ready(proc)` returns True (it waits for that, or returns
+  False when the process ended first); the process's return code."""
   try:
-    for line in proc.stderr:
-      if ' step ' in line and '/4: loss' in line:
-        proc.send_signal(signal.SIGKILL)
-        break
+    if ready(proc):
+      proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=TIMEOUT)
   finally:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
   return proc.returncode
+
+
+def run_killed_from_outside(config_file, workdir):
+  """Starts a run and SIGKILLs it as soon as it logs a training step."""
+  proc = subprocess.Popen(main_command(config_file, workdir), cwd=REPO,
+                          env=subprocess_env(), text=True, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL)
+  return kill_when(proc, lambda p: any(' step ' in line and '/4: loss' in line
+                                       for line in p.stderr))
 
 
 def read_run(workdir):
@@ -162,18 +167,14 @@ def build_killed_while_writing(raw, data_dir):
                            *build_argv(raw, data_dir)], cwd=REPO, env=subprocess_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.monotonic() + TIMEOUT
-  try:
-    while proc.poll() is None and time.monotonic() < deadline:
+
+  def wrote_a_record(p):
+    while p.poll() is None and time.monotonic() < deadline:
       if any('array_record' in name for _, _, files in os.walk(data_dir) for name in files):
-        proc.send_signal(signal.SIGKILL)
-        break
+        return True
       time.sleep(0.005)
-    proc.wait(timeout=TIMEOUT)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
-  return proc.returncode
+    return False
+  return kill_when(proc, wrote_a_record)
 
 
 def records(config):

@@ -28,10 +28,15 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 H, W = 480, 640
 
 
-def _records(data_dir, dataset, split):
-  source = tfds.data_source(dataset, split=split, data_dir=data_dir,
-                            download=False)
-  return {r['name'].decode(): r for r in (source[i] for i in range(len(source)))}
+def _records(data_dir, dataset, *splits):
+  """{name: record} of the splits' records together."""
+  records = {}
+  for split in splits:
+    source = tfds.data_source(dataset, split=split, data_dir=data_dir,
+                              download=False)
+    records.update((r['name'].decode(), r)
+                   for r in (source[i] for i in range(len(source))))
+  return records
 
 
 def normalised(xy, score=None, h=H, w=W):
@@ -98,8 +103,7 @@ def test_mmaction_file_builds_and_reads_back_normalised(three):
   samples, summary, data_dir = three
   assert summary.examples == {'xsub_train': 2, 'xsub_val': 1}
   assert summary.skipped == [] and summary.num_files == 3
-  records = _records(data_dir, 'pose_annotations/coco17_2d', 'xsub_train')
-  records.update(_records(data_dir, 'pose_annotations/coco17_2d', 'xsub_val'))
+  records = _records(data_dir, 'pose_annotations/coco17_2d', 'xsub_train', 'xsub_val')
   assert sorted(records) == sorted(s['frame_dir'] for s in samples)
   for sample in samples:
     record = records[sample['frame_dir']]
@@ -216,8 +220,7 @@ def mixed(tmp_path_factory):
 def test_mixed_file_keeps_every_good_annotation(mixed):
   good, _, summary, root = mixed
   assert summary.examples == {'train': 3, 'val': 1}
-  records = _records(root / 'tfds', 'pose_annotations/coco17_2d', 'train')
-  records.update(_records(root / 'tfds', 'pose_annotations/coco17_2d', 'val'))
+  records = _records(root / 'tfds', 'pose_annotations/coco17_2d', 'train', 'val')
   assert sorted(records) == [a['frame_dir'] for a in good]
   for annotation in good:  # the first of the two good_0 is kept
     np.testing.assert_allclose(
@@ -383,8 +386,7 @@ def openpose_tree(tmp_path_factory):
 def test_openpose_tree_builds_with_people_followed(openpose_tree):
   frames, summary, root, _ = openpose_tree
   assert summary.examples == {'train': 2, 'test': 1}
-  records = _records(root / 'tfds', 'pose_annotations/openpose18_2d', 'train')
-  records.update(_records(root / 'tfds', 'pose_annotations/openpose18_2d', 'test'))
+  records = _records(root / 'tfds', 'pose_annotations/openpose18_2d', 'train', 'test')
   assert sorted(records) == ['still', 'walk_body25', 'walk_coco18']
   for name, clip in frames.items():
     expected = np.zeros((len(clip), 2, 18, 3), np.float32)

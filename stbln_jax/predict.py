@@ -83,15 +83,13 @@ def annotation_records(path: str, frame_dirs: Sequence[str], config):
     raise ValueError(f'--annotations: the run was trained on {config.dataset}, not on '
                      'pose_annotations records; give it .skeleton files')
   data = annotations_lib.load_annotation_file(path)
-  by_name = {str(a.get('frame_dir')): a for a in data['annotations']
-             if isinstance(a, dict)}
-  for name in frame_dirs or list(by_name):
-    if name not in by_name:
+  for name, annotation in annotations_lib.find_annotations(data, frame_dirs):
+    if annotation is None:
       yield name, None, f'{path}: no annotation has frame_dir {name!r}'
       continue
     try:
       yield name, annotations_lib.to_sample(
-          by_name[name], builder_config.layout, builder_config.kind,
+          annotation, builder_config.layout, builder_config.kind,
           config.model.num_persons), None
     except annotations_lib.AnnotationError as e:
       yield name, None, _error(e, name)

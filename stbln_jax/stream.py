@@ -45,7 +45,7 @@ from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 
 # Track channels -> the annotation kind that makes them a sample.
-_KINDS = {'xyz': '3d', 'xys': '2d', 'xy': '2d_xy'}
+_KINDS = {channels: kind for kind, channels in annotations.CHANNELS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,12 +218,10 @@ def replay_annotations(model: serving.ExportedModel, path: str,
     raise ValueError(f'{model.path}: an export of NTU .skeleton records; replay '
                      f'.skeleton files with it')
   data = annotations.load_annotation_file(path)
-  by_name = {str(a.get('frame_dir')): a for a in data['annotations'] if isinstance(a, dict)}
   results = {}
-  for name in frame_dirs or list(by_name):
-    if name not in by_name:
+  for name, annotation in annotations.find_annotations(data, frame_dirs):
+    if annotation is None:
       raise ValueError(f'{path}: no annotation has frame_dir {name!r}')
-    annotation = by_name[name]
     # The file's annotation, checked as the builder checks it.
     annotations.to_sample(annotation, model.layout, _KINDS[model.channels])
     recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=name,

@@ -113,7 +113,7 @@ def check_annotation_file(data: Any, path: os.PathLike[str] | str) -> None:
 
 
 def _frame_dir(annotation: Mapping) -> str:
-  """The annotation's name for messages (its frame_dir, or a placeholder)."""
+  """The annotation's name for messages (its frame_dir, or that it has none)."""
   name = annotation.get('frame_dir') if isinstance(annotation, Mapping) else None
   return name if isinstance(name, str) else '<annotation without frame_dir>'
 
@@ -321,6 +321,16 @@ def select_annotations(data: Mapping) -> Selection:
       seen.add(name)
   return Selection(splits=splits, ignored=len(set(by_name) - listed),
                    skipped=skipped, splits_left_out=left_out)
+
+
+def find_annotations(data: Mapping, frame_dirs: Sequence[str] = ()
+                     ) -> list[tuple[str, Mapping | None]]:
+  """(frame_dir, annotation) of the named annotations of a loaded file (all of
+  them when `frame_dirs` is empty); the annotation is None for a name the file
+  does not hold."""
+  by_name = {str(a.get('frame_dir')): a for a in data['annotations']
+             if isinstance(a, Mapping)}
+  return [(name, by_name.get(name)) for name in frame_dirs or list(by_name)]
 
 
 def read_class_names(path: os.PathLike[str] | str) -> list[str]:

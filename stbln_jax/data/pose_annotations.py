@@ -39,7 +39,7 @@ from stbln_jax.data import preprocess
 
 AnnotationError = annotations_lib.AnnotationError
 Skipped = annotations_lib.Skipped
-LAYOUTS = ('ntu25', 'coco17', 'openpose18')
+LAYOUTS = tuple(layouts.LAYOUTS)
 CLASSES_FILE = 'classes.txt'
 
 

@@ -29,7 +29,8 @@ the load average at the start.
 With `--reference`, each variant is timed next to the PyTorch network of the same
 architecture (`benchmarks.torch_reference`: the authors' released ST-BLN, 2s-AGCN or
 ST-GCN for `--arch=released` with the bilinear, additive or multiplicative mixer, the
-same depth, in float32) at the same N, T and M, the repeats of the two alternating, and
+same depth; with `--dtype=bfloat16` under PyTorch's CPU autocast to bfloat16) at the
+same N, T and M, the repeats of the two alternating, and
 the table adds its samples/s and our speedup over it (ratio of the medians): both see
 the same machine conditions. The lean architecture, the symmetric mixer and λ have no
 PyTorch twin; their rows say `none`. `--reference` needs PyTorch.
@@ -199,17 +200,21 @@ def _time_calls(calls: Sequence, repeats: int, steps: int, warmup: int) -> list[
   return times
 
 
-def _reference_steps(variant: Variant, config: ml_collections.ConfigDict):
-  """(model, train_call, infer_call, info) of the PyTorch twin at the variant's shape."""
+def reference_kwargs(variant: Variant, config: ml_collections.ConfigDict) -> dict:
+  """`torch_reference.make_steps` arguments for the PyTorch twin at the variant's shape."""
+  lr = config.base_learning_rate * config.batch_size / config.base_batch_size
+  return dict(mixer=variant.mixer, batch=variant.batch, frames=variant.frames,
+              persons=variant.persons, num_classes=config.model.num_classes,
+              num_layers=variant.num_layers, learning_rate=lr,
+              weight_decay=config.weight_decay, dtype=variant.dtype)
+
+
+def torch_reference_module():
   try:
     from benchmarks import torch_reference
   except ImportError as e:
     raise SystemExit(f'--reference: {e}') from e
-  lr = config.base_learning_rate * config.batch_size / config.base_batch_size
-  return torch_reference.make_steps(
-      variant.mixer, variant.batch, variant.frames, variant.persons,
-      num_classes=config.model.num_classes, num_layers=variant.num_layers,
-      learning_rate=lr, weight_decay=config.weight_decay)
+  return torch_reference
 
 
 def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
@@ -238,13 +243,13 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   row: dict[str, Any] = dataclasses.asdict(variant)
   row['params'] = int(sum(p.size for p in jax.tree.leaves(variables['params'])))
-  ref_calls = {}
+  ref_calls, ref = {}, None
   if reference:
     row['reference_network'] = variant.reference()
     if row['reference_network'] is not None:
-      _, ref_train, ref_infer, info = _reference_steps(variant, config)
-      ref_calls = {'train': ref_train, 'infer': ref_infer}
-      row.update({f'reference_{k}': v for k, v in info.items() if k != 'network'})
+      ref = torch_reference_module().StepsInProcess(**reference_kwargs(variant, config))
+      ref_calls = {'train': ref.train, 'infer': ref.infer}
+      row.update({f'reference_{k}': v for k, v in ref.info.items() if k != 'network'})
 
   def timed(mode: str, call) -> float:
     """Median seconds per step of ours (and of the reference, into `row`)."""
@@ -277,25 +282,29 @@ def run_variant(variant: Variant, *, modes: Sequence[str] = ('train', 'infer'),
                 f'{mode}_gflops_per_sample': flops / variant.batch / 1e9,
                 f'{mode}_gflop_per_s': flops / step_s / 1e9})
 
-  if 'infer' in modes:
-    infer = make_infer_step(model)
-    measure('infer', lambda: infer.lower(variables, x).compile(),
-            lambda compiled: lambda: compiled(variables, x),
-            lambda: _flops(make_infer_step(direct).lower(variables, x)))
+  try:
+    if 'infer' in modes:
+      infer = make_infer_step(model)
+      measure('infer', lambda: infer.lower(variables, x).compile(),
+              lambda compiled: lambda: compiled(variables, x),
+              lambda: _flops(make_infer_step(direct).lower(variables, x)))
 
-  if 'train' in modes:
-    batch = {'skeleton': x, 'label': labels}
-    # The step donates its state: keep `state` for lowering, give the step a copy.
-    holder = {'state': jax.tree.map(jnp.copy, state)}
+    if 'train' in modes:
+      batch = {'skeleton': x, 'label': labels}
+      # The step donates its state: keep `state` for lowering, give the step a copy.
+      holder = {'state': jax.tree.map(jnp.copy, state)}
 
-    def train_call(compiled):
-      def call():
-        holder['state'], measurements = compiled(holder['state'], batch)
-        return measurements['loss']
-      return call
+      def train_call(compiled):
+        def call():
+          holder['state'], measurements = compiled(holder['state'], batch)
+          return measurements['loss']
+        return call
 
-    measure('train', lambda: train_step.lower(state, batch).compile(), train_call,
-            lambda: _flops(make_train_step(direct, direct_config)[2].lower(state, batch)))
+      measure('train', lambda: train_step.lower(state, batch).compile(), train_call,
+              lambda: _flops(make_train_step(direct, direct_config)[2].lower(state, batch)))
+  finally:
+    if ref is not None:
+      ref.close()
   return row
 
 

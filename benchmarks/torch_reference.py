@@ -23,6 +23,8 @@ Needs PyTorch, which stbln_jax does not install.
 """
 
 import math
+import multiprocessing
+import traceback
 from typing import Callable
 
 import numpy as np
@@ -319,14 +321,17 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
 
 def make_steps(mixer: str, batch: int, frames: int, persons: int, num_classes: int = 60,
                num_layers: int = len(CHANNELS), learning_rate: float = 0.1,
-               weight_decay: float = 1e-4, seed: int = 0
+               weight_decay: float = 1e-4, seed: int = 0, dtype: str = 'float32'
                ) -> tuple[nn.Module, Callable[[], None], Callable[[], None], dict]:
   """(model, train_call, infer_call, info) of `mixer`'s network on random inputs.
 
   train_call: forward + backward + SGD update (Nesterov momentum 0.9, L2 weight decay)
   in training mode; infer_call: forward in evaluation mode without autograd. Both return
-  None once the work is done (PyTorch on CPU runs synchronously).
+  None once the work is done (PyTorch on CPU runs synchronously). dtype 'bfloat16' runs
+  the forward passes under CPU autocast to bfloat16 (float32 weights and optimizer).
   """
+  if dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"dtype {dtype!r}: 'float32' or 'bfloat16'")
   torch.manual_seed(seed)
   model = create(mixer, num_class=num_classes, num_person=persons, num_layers=num_layers)
   x = torch.randn(batch, 3, frames, NUM_JOINTS, persons)
@@ -334,20 +339,80 @@ def make_steps(mixer: str, batch: int, frames: int, persons: int, num_classes: i
   optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9,
                               nesterov=True, weight_decay=weight_decay)
   loss_fn = nn.CrossEntropyLoss()
+  autocast = torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
 
   def train_call():
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss_fn(model(x), labels).backward()
+    with autocast:
+      loss = loss_fn(model(x), labels)
+    loss.backward()
     optimizer.step()
 
   def infer_call():
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
       model(x)
 
   model.eval()
   info = {'network': type(model).__name__, 'params': num_params(model),
-          'threads': torch.get_num_threads(), 'torch': torch.__version__,
+          'threads': torch.get_num_threads(), 'torch': torch.__version__, 'dtype': dtype,
           'infer_gflops_per_sample': forward_flops(model, x) / batch / 1e9}
   return model, train_call, infer_call, info
+
+
+def _serve(conn, kwargs: dict) -> None:
+  """The child of `StepsInProcess`: builds the steps, then runs one per request."""
+  try:
+    _, train_call, infer_call, info = make_steps(**kwargs)
+    conn.send(info)
+    calls = {'train': train_call, 'infer': infer_call}
+    while (request := conn.recv()) is not None:
+      calls[request]()
+      conn.send(None)
+  except Exception:  # pylint: disable=broad-except
+    conn.send(RuntimeError('the PyTorch reference failed:\n' + traceback.format_exc()))
+  finally:
+    conn.close()
+
+
+class StepsInProcess:
+  """`make_steps(**kwargs)` in a process of its own; `train()` and `infer()` run one step.
+
+  The benchmark times the reference next to XLA in another process because in one
+  process they share glibc's heap: with freed memory kept (launch/cpu.sh), PyTorch's
+  allocations between two of our steps take parts of the block XLA freed, and the next
+  step grows the heap by its whole temporaries again (BENCHMARKS.md).
+  """
+
+  def __init__(self, **kwargs):
+    context = multiprocessing.get_context('spawn')
+    self._conn, child = context.Pipe()
+    self._process = context.Process(target=_serve, args=(child, kwargs), daemon=True)
+    self._process.start()
+    child.close()
+    self.info = self._receive()
+
+  def _receive(self):
+    reply = self._conn.recv()
+    if isinstance(reply, Exception):
+      self.close()
+      raise reply
+    return reply
+
+  def train(self) -> None:
+    self._conn.send('train')
+    self._receive()
+
+  def infer(self) -> None:
+    self._conn.send('infer')
+    self._receive()
+
+  def close(self) -> None:
+    if self._process.is_alive():
+      try:
+        self._conn.send(None)
+      except OSError:
+        pass
+      self._process.join(timeout=30)
+    self._conn.close()

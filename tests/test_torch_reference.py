@@ -84,6 +84,23 @@ def test_training_step_changes_the_parameters_and_inference_does_not(mixer):
   assert not torch.equal(running_mean, model.data_bn.running_mean)
 
 
+def test_bfloat16_steps_compute_under_autocast_and_keep_float32_weights():
+  model, train, infer, info = torch_reference.make_steps('bilinear', batch=2, frames=8,
+                                                         persons=1, num_layers=1,
+                                                         dtype='bfloat16')
+  seen = []
+  model.layers.layer1.tcn.t_conv.register_forward_hook(
+      lambda module, inputs, output: seen.append(output.dtype))
+  before = [p.detach().clone() for p in model.parameters()]
+  infer()
+  train()
+  assert info['dtype'] == 'bfloat16' and seen == [torch.bfloat16, torch.bfloat16]
+  assert all(p.dtype == torch.float32 for p in model.parameters())
+  assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+  with pytest.raises(ValueError, match="dtype 'float16'"):
+    torch_reference.make_steps('bilinear', batch=2, frames=8, persons=1, dtype='float16')
+
+
 def test_unknown_mixer_says_which_have_a_network():
   with pytest.raises(ValueError, match="no released PyTorch network for mixer 'symmetric'"):
     torch_reference.create('symmetric')

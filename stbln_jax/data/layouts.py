@@ -12,6 +12,8 @@ from its child, and the model's V is its number of joints. The bilinear mixer
               (the nose) of PYSKL's and MMAction2's `graph.py` layout 'coco'.
   openpose18  OpenPose COCO-18 (BODY_18): the 17 edges and centre (the neck) of
               ST-GCN's, PYSKL's and MMAction2's layout 'openpose'.
+  kinect20    Kinect v1 (NW-UCLA): the 19 bones and centre (the shoulder centre)
+              of CTR-GCN's `graph/ucla.py`.
 
 Where ours differ from those toolboxes: PYSKL's 'nturgb+d' joins both hand tips
 and thumbs to the hands (22, 23 -> 8; 24, 25 -> 12), 2s-AGCN chains them
@@ -78,11 +80,24 @@ OPENPOSE18 = Layout(
      (17, 15)),
     center=1)
 
-LAYOUTS = {layout.name: layout for layout in (NTU25, COCO17, OPENPOSE18)}
+KINECT20 = Layout(
+    'kinect20',
+    ('hip_center', 'spine', 'shoulder_center', 'head', 'left_shoulder',
+     'left_elbow', 'left_wrist', 'left_hand', 'right_shoulder', 'right_elbow',
+     'right_wrist', 'right_hand', 'left_hip', 'left_knee', 'left_ankle',
+     'left_foot', 'right_hip', 'right_knee', 'right_ankle', 'right_foot'),
+    ((0, 1), (1, 2), (3, 2), (4, 2), (5, 4), (6, 5), (7, 6), (8, 2), (9, 8),
+     (10, 9), (11, 10), (12, 0), (13, 12), (14, 13), (15, 14), (16, 0),
+     (17, 16), (18, 17), (19, 18)),
+    center=2)
+
+LAYOUTS = {layout.name: layout
+           for layout in (NTU25, COCO17, OPENPOSE18, KINECT20)}
 
 
 def get_layout(name: str) -> Layout:
-  """The layout registered as `name` ('ntu25', 'coco17' or 'openpose18')."""
+  """The layout registered as `name` ('ntu25', 'coco17', 'openpose18' or
+  'kinect20')."""
   try:
     return LAYOUTS[name]
   except KeyError:

@@ -4,6 +4,7 @@ r"""Builds skeleton records (TFDS, array_record), without TensorFlow.
       --manual_dir=/data/nturgbd_skeletons --data_dir=/data/tfds
   python -m data_prep.build pose_annotations/coco17_2d \
       --manual_dir=/data/ntu60_hrnet --data_dir=/data/tfds
+  python -m data_prep.build nw_ucla --manual_dir=/data/all_sqe --data_dir=/data/tfds
 
 ntu_rgbd: NTU RGB+D from raw `.skeleton` files found recursively. Configs:
 xview, xsub (NTU-60), xsub120, xset120 (NTU-120), preprocessed exactly as
@@ -16,6 +17,10 @@ optional classes.txt (one class name a line). Configs `<layout>_<kind>`:
 layout ntu25, coco17 or openpose18; kind 3d (x, y, z), 2d (x, y normalised
 by the frame size, and the score) or 2d_xy (`stbln_jax.data.annotations`).
 
+nw_ucla: NW-UCLA's json clips (`all_sqe/`) found recursively, the cross-view
+split (config xview, the default), each clip as recorded
+(`stbln_jax.data.nw_ucla`).
+
 Flags follow `tfds build` where they apply (--data_dir, --manual_dir,
 --overwrite, --num_processes); --num_processes sets the processes
 parsing `.skeleton` files (`tfds build` uses it for building several datasets
@@ -25,7 +30,7 @@ why.
 
 With TensorFlow installed, `tfds build --imports stbln_jax.data.ntu_rgbd
 ntu_rgbd/xview --manual_dir=...` builds the same records (likewise
-`--imports stbln_jax.data.pose_annotations`).
+`--imports stbln_jax.data.pose_annotations` or `stbln_jax.data.nw_ucla`).
 """
 
 from absl import app
@@ -49,8 +54,8 @@ def _define_flags():
       'manual_dir', None,
       'ntu_rgbd: folder searched recursively for .skeleton files; '
       'pose_annotations: folder with one .pkl annotation file or an OpenPose '
-      'JSON tree, and optionally classes.txt (default: '
-      '<data_dir>/downloads/manual).')
+      'JSON tree, and optionally classes.txt; nw_ucla: folder searched '
+      'recursively for the .json clips (default: <data_dir>/downloads/manual).')
   flags.DEFINE_bool(
       'overwrite', False, 'Delete and rebuild a dataset that already exists.')
   flags.DEFINE_integer(
@@ -68,7 +73,7 @@ def main(argv):
         'Name the dataset(s) to build, e.g. ntu_rgbd/xview (configs: xview, '
         'xsub, xsub120, xset120, each also as <config>_tracked) or '
         'pose_annotations/coco17_2d (configs: <layout>_<kind>, layout ntu25, '
-        'coco17 or openpose18, kind 3d, 2d or 2d_xy).')
+        'coco17 or openpose18, kind 3d, 2d or 2d_xy) or nw_ucla.')
   if FLAGS.quiet:
     logging.set_verbosity(logging.ERROR)
   for name in names:

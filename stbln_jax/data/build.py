@@ -1,4 +1,5 @@
-"""Builds `ntu_rgbd/<config>` and `pose_annotations/<config>` records, from Python.
+"""Builds `ntu_rgbd/<config>`, `pose_annotations/<config>` and `nw_ucla` records,
+from Python.
 
 Owns `build_dataset` (what `python -m data_prep.build` and demos call) and the
 `BuildSummary` it returns: records per split, `.skeleton` files or annotations
@@ -19,8 +20,9 @@ import time
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
-# Importing the builders registers `ntu_rgbd` and `pose_annotations`.
+# Importing the builders registers `ntu_rgbd`, `pose_annotations` and `nw_ucla`.
 from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import nw_ucla
 from stbln_jax.data import pose_annotations
 
 
@@ -32,12 +34,16 @@ def builder_config(dataset: str):
     return ntu_rgbd.get_config(name)
   if builder == 'pose_annotations':
     return pose_annotations.get_config(name)
-  raise ValueError(f'{dataset!r} is neither an ntu_rgbd nor a pose_annotations dataset')
+  if builder == 'nw_ucla':
+    return nw_ucla.get_config(name)
+  raise ValueError(f'{dataset!r} is not an ntu_rgbd, pose_annotations or nw_ucla '
+                   'dataset')
 
 
 def preprocessing_of(dataset: str) -> str | None:
   """The preprocessing of an `ntu_rgbd` dataset's raw files; None for annotation
-  records, which hold the keypoints as given (2D ones normalised by the image size)."""
+  and NW-UCLA records, which hold the keypoints as given (2D ones normalised by
+  the image size)."""
   return getattr(builder_config(dataset), 'preprocessing', None)
 
 
@@ -62,6 +68,7 @@ _WORDING = {
                                'official missing-skeleton list'),
     pose_annotations.PoseAnnotations: _Wording(
         'annotations', 'annotations', 'in no split', None),
+    nw_ucla.NwUcla: _Wording('.json files', 'files', 'in no split', None),
 }
 
 
@@ -157,11 +164,12 @@ def build_dataset(
 
   Args:
     name: 'ntu_rgbd/<config>' with config xview, xsub, xsub120 or xset120
-      (each also `<config>_tracked`), or 'pose_annotations/<layout>_<kind>'
-      (e.g. 'pose_annotations/coco17_2d').
+      (each also `<config>_tracked`), 'pose_annotations/<layout>_<kind>'
+      (e.g. 'pose_annotations/coco17_2d'), or 'nw_ucla' ('nw_ucla/xview').
     manual_dir: for ntu_rgbd, searched recursively for `.skeleton` files; for
       pose_annotations, a folder with one `.pkl` annotation file or an
-      OpenPose JSON tree, and optionally classes.txt (None: TFDS's default
+      OpenPose JSON tree, and optionally classes.txt; for nw_ucla, searched
+      recursively for the `.json` clips (None: TFDS's default
       `<data_dir>/downloads/manual`).
     data_dir: TFDS data dir (None: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
     num_workers: processes parsing `.skeleton` files (None: all cores; 1:
@@ -177,7 +185,8 @@ def build_dataset(
   except tfds.core.registered.DatasetNotFoundError:
     builder_cls = None
   if builder_cls not in _WORDING:
-    raise ValueError(f'{name!r} is not an ntu_rgbd or pose_annotations config')
+    raise ValueError(f'{name!r} is not an ntu_rgbd, pose_annotations or nw_ucla '
+                     'config')
   if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
     raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
   if manual_dir is not None and not any(pathlib.Path(manual_dir).iterdir()):

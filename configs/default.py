@@ -82,20 +82,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.stream = stream
   config.num_frames = 300  # frames of every model input
   # How a record's frames become num_frames: 'pad' (repeat-pad or cut: the paper's),
-  # 'crop_resize' (CTR-GCN: a random crop of a fraction in crop_interval resized to
-  # num_frames; the centre test_crop at evaluation) or 'uniform' (PYSKL: one random
-  # frame per segment; num_test_clips fixed clips at evaluation, their class
-  # probabilities averaged).
+  # 'crop_resize' (CTR-GCN: a random crop of a fraction in crop_interval, at least
+  # crop_min_frames, resized to num_frames; the centre test_crop at evaluation),
+  # 'uniform' (PYSKL: one random frame per segment; num_test_clips fixed clips at
+  # evaluation, their class probabilities averaged) or 'random_sorted' (CTR-GCN's
+  # NW-UCLA: random frames, repeats allowed, in time order; evenly spread ones,
+  # floor(linspace(0, T - 1, num_frames)), at evaluation).
   config.temporal_sampling = 'pad'
   config.crop_interval = (0.5, 1.0)
+  config.crop_min_frames = 64
   config.test_crop = 0.95
   config.num_test_clips = 1  # an eval step then runs eval_batch_size × this many clips
+  # Per clip, in training and evaluation, before the streams: subtract this joint
+  # (0-based) of the first frame from every frame (None: off), then 'none' or
+  # 'minmax' (each coordinate mapped onto [-1, 1] over the clip: CTR-GCN's NW-UCLA).
+  config.center_joint = config_dict.placeholder(int)
+  config.normalization = 'none'
   # Training augmentation on the host (stbln_jax.data.augment); 0 turns each off.
   config.augment = ml_collections.ConfigDict()
   config.augment.rotation = 0.0  # θ (radians): angles uniform in [-θ, θ] (2D: in-plane)
+  config.augment.rotation_axes = 'xyz'  # 3D: 'xyz' (R = Rz·Ry·Rx) or 'xy' (Ry·Rx)
+  config.augment.whole_degrees = False  # angles drawn as whole degrees in [-θ, θ]
   config.augment.scale = 0.0  # s: each coordinate axis times 1 + U(-s, s)
+  config.augment.isotropic_scale = 0.0  # s: every coordinate times one 1 + U(-s, s)
   config.train_split = 'train'
   config.eval_split = 'test'
+  # Each training example this many times per epoch (each copy augmented on its own);
+  # epochs, and so the schedule's epochs, count these longer epochs.
+  config.repeat = 1
   config.worker_count = 0  # grain worker processes (0: decode in the main process)
 
   # ---- Synthetic data (the demo; stbln_jax.data.synthetic) ----------------

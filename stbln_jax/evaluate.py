@@ -61,14 +61,15 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                              f'{preprocess.STREAMS}')
   if config.num_frames < 1:
     raise models.ConfigError(f'num_frames={config.num_frames} must be positive')
-  _check_sampling(config)
+  _check_inputs(config)
   check_global_batch('eval_batch_size', config.eval_batch_size,
                      jax.device_count() if num_devices is None else num_devices,
                      jax.process_count() if num_processes is None else num_processes)
 
 
-def _check_sampling(config: ml_collections.ConfigDict) -> None:
-  """The temporal sampling fields (`input_pipeline.Transform`), or ConfigError."""
+def _check_inputs(config: ml_collections.ConfigDict) -> None:
+  """The normalisation and temporal sampling fields (`input_pipeline.Transform`), or
+  ConfigError."""
   sampling = config.get('temporal_sampling', 'pad')
   if sampling not in input_pipeline.SAMPLINGS:
     raise models.ConfigError(f'temporal_sampling={sampling!r} is not a sampling; choose '
@@ -80,6 +81,17 @@ def _check_sampling(config: ml_collections.ConfigDict) -> None:
   test_crop = config.get('test_crop', 0.95)
   if not 0.0 < test_crop <= 1.0:
     raise models.ConfigError(f'test_crop={test_crop} must be a fraction in (0, 1]')
+  min_frames = config.get('crop_min_frames', 1)
+  if min_frames < 1:
+    raise models.ConfigError(f'crop_min_frames={min_frames} must be at least 1')
+  center = config.get('center_joint')
+  if center is not None and not 0 <= center < config.model.num_joints:
+    raise models.ConfigError(f'center_joint={center} must be a joint of the '
+                             f'{config.model.num_joints} (0-based) or None')
+  normalization = config.get('normalization', 'none')
+  if normalization not in preprocess.NORMALIZATIONS:
+    raise models.ConfigError(f'normalization={normalization!r} must be one of '
+                             f'{preprocess.NORMALIZATIONS}')
   clips = config.get('num_test_clips', 1)
   if clips < 1:
     raise models.ConfigError(f'num_test_clips={clips} must be at least 1')
@@ -268,7 +280,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       workdir, sharding.replicated(mesh), checkpoint_step)
   eval_fn = make_eval_step(models.create_model(config.model), mesh)
   result = evaluate_split(eval_fn, variables, config, mesh, split, dataset)
-  steps_per_epoch = (dataset.steps_per_epoch(config.train_split, config.batch_size)
+  steps_per_epoch = (dataset.steps_per_epoch(config.train_split, config.batch_size,
+                                             config.get('repeat', 1))
                      if config.batch_size > 0 else 0)
   # The run's evaluations are of its eval_split; another split has only this one.
   evaluations = progress.get('evaluations', []) if split == config.eval_split else []

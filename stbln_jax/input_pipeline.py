@@ -24,25 +24,33 @@ B_local is the global batch size divided by the number of processes; process
 p gets rows [p * B_local, (p + 1) * B_local) of every global batch.
 
 From a record to a sample (`Transform`): per-frame operations first, on the
-record's own frames (training: random scale, then rotation; then the bone
+record's own frames (the centring on a joint of the first frame; training:
+random scales, then rotation; the per-clip normalisation; then the bone
 stream), then the temporal sampling (`config.temporal_sampling`):
-  'pad'          repeat-pad or cut to num_frames (the paper's recipe);
-  'crop_resize'  a random crop resized to num_frames (training), the centre
-                 `test_crop` fraction at evaluation (`augment.crop_resize`);
-  'uniform'      one random frame in each of num_frames segments (training),
-                 `num_test_clips` fixed clips at evaluation;
+  'pad'            repeat-pad or cut to num_frames (the paper's recipe);
+  'crop_resize'    a random crop of at least `crop_min_frames` resized to
+                   num_frames (training), the centre `test_crop` fraction at
+                   evaluation (`augment.crop_resize`);
+  'uniform'        one random frame in each of num_frames segments (training),
+                   `num_test_clips` fixed clips at evaluation;
+  'random_sorted'  random frames, repeats allowed, in time order (training),
+                   evenly spread ones at evaluation (CTR-GCN's NW-UCLA);
 then the motion streams. Training randomness comes from a generator seeded by
-(seed, epoch, record index) (`augment.sample_rng`), so a batch is the same
-whichever process or worker loads it and whenever a run resumes.
+(seed, epoch, position in the epoch's order) (`augment.sample_rng`), so a
+batch is the same whichever process or worker loads it and whenever a run
+resumes. With `config.repeat` = k an epoch holds every training record k
+times (`epoch_order`), each copy augmented on its own; epochs, and so the
+schedule, count those longer epochs.
 
 `open_dataset` opens a built dataset once (split sizes, action names, sample
 shape, record readers); the iterators take that handle so nothing reopens the
 builder.
 
 Config fields read: dataset, data_dir, stream, num_frames, train_split,
-eval_split, batch_size, eval_batch_size, seed, worker_count,
-temporal_sampling, crop_interval, test_crop, num_test_clips, augment.rotation,
-augment.scale.
+eval_split, batch_size, eval_batch_size, seed, worker_count, repeat,
+temporal_sampling, crop_interval, crop_min_frames, test_crop, num_test_clips,
+center_joint, normalization, augment.rotation, augment.rotation_axes,
+augment.whole_degrees, augment.scale, augment.isotropic_scale.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 from stbln_jax.data import augment
 from stbln_jax.data import layouts
 from stbln_jax.data import ntu_rgbd  # registers the `ntu_rgbd` builder
+from stbln_jax.data import nw_ucla  # registers `nw_ucla`
 from stbln_jax.data import pose_annotations  # registers `pose_annotations`
 from stbln_jax.data import preprocess
 
@@ -70,7 +79,7 @@ _PREFETCH_BATCHES = 4
 _SCAN_CHUNK = 1024
 # Width of a sample name in an eval batch ('S001C002P003R002A013' has 20).
 NAME_BYTES = 64
-SAMPLINGS = ('pad', 'crop_resize', 'uniform')
+SAMPLINGS = ('pad', 'crop_resize', 'uniform', 'random_sorted')
 # What a dataset without metadata holds: NTU's Kinect joints, x y z.
 DEFAULT_LAYOUT, DEFAULT_CHANNELS = 'ntu25', 'xyz'
 
@@ -107,9 +116,10 @@ class Dataset:
                        f'{sorted(self.split_sizes)}')
     return self.split_sizes[split]
 
-  def steps_per_epoch(self, split: str, batch_size: int) -> int:
-    """Full global batches of `batch_size` in `split`."""
-    return self.num_examples(split) // batch_size
+  def steps_per_epoch(self, split: str, batch_size: int, repeat: int = 1) -> int:
+    """Full global batches of `batch_size` in `split`, each record `repeat`
+    times."""
+    return self.num_examples(split) * repeat // batch_size
 
   def reader(self, split: str) -> _RecordReader:
     if split not in self._readers:
@@ -156,6 +166,7 @@ def open_dataset(config) -> Dataset:
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
     raw = ('the NTU .skeleton files' if config.dataset.startswith('ntu_rgbd')
+           else 'the NW-UCLA .json clips' if config.dataset.startswith('nw_ucla')
            else 'the annotation .pkl or OpenPose JSON files')
     command = (f'python -m data_prep.build {config.dataset} '
                f'--manual_dir=<folder with {raw}>')
@@ -174,9 +185,10 @@ def open_dataset(config) -> Dataset:
 
 
 def steps_per_epoch(config) -> int:
-  """Full global batches of `config.batch_size` in the training split."""
-  return open_dataset(config).steps_per_epoch(config.train_split,
-                                              config.batch_size)
+  """Full global batches of `config.batch_size` in a training epoch (the
+  training split, `config.repeat` times)."""
+  return open_dataset(config).steps_per_epoch(
+      config.train_split, config.batch_size, config.get('repeat', 1))
 
 
 class _RecordReader:
@@ -260,8 +272,14 @@ class Transform:
   crop_interval: tuple[float, float] = (0.5, 1.0)
   test_crop: float = 0.95
   num_test_clips: int = 1
+  crop_min_frames: int = augment.CROP_MIN_FRAMES
+  center_joint: int | None = None
+  normalization: str = 'none'
   rotation: float = 0.0
+  rotation_axes: str = 'xyz'
+  whole_degrees: bool = False
   scale: float = 0.0
+  isotropic_scale: float = 0.0
 
   @classmethod
   def from_config(cls, config, *, layout: str, channels: str) -> Transform:
@@ -274,15 +292,29 @@ class Transform:
         crop_interval=tuple(config.get('crop_interval', (0.5, 1.0))),
         test_crop=config.get('test_crop', 0.95),
         num_test_clips=config.get('num_test_clips', 1),
+        crop_min_frames=config.get('crop_min_frames', augment.CROP_MIN_FRAMES),
+        center_joint=config.get('center_joint'),
+        normalization=config.get('normalization', 'none'),
         rotation=augmentation.get('rotation', 0.0),
-        scale=augmentation.get('scale', 0.0))
+        rotation_axes=augmentation.get('rotation_axes', 'xyz'),
+        whole_degrees=augmentation.get('whole_degrees', False),
+        scale=augmentation.get('scale', 0.0),
+        isotropic_scale=augmentation.get('isotropic_scale', 0.0))
 
   def _per_frame(self, x: np.ndarray, rng: np.random.Generator | None
                  ) -> np.ndarray:
+    if self.center_joint is not None:
+      x = preprocess.center_on_first_frame(x, self.center_joint, self.channels)
     if rng is not None and self.scale:
       x = augment.random_scale(x, rng, self.scale, self.channels)
+    if rng is not None and self.isotropic_scale:
+      x = augment.random_isotropic_scale(x, rng, self.isotropic_scale,
+                                         self.channels)
     if rng is not None and self.rotation:
-      x = augment.random_rotate(x, rng, self.rotation, self.channels)
+      x = augment.random_rotate(x, rng, self.rotation, self.channels,
+                                self.rotation_axes, self.whole_degrees)
+    if self.normalization == 'minmax':
+      x = preprocess.min_max(x, self.channels)
     if self.stream in ('bone', 'bone_motion'):
       # A bone is a difference within one frame: taken on the record's own
       # frames, it equals the bone of the sampled frames.
@@ -293,9 +325,12 @@ class Transform:
     """(num_frames, M, V, C) of a record x (T, M, V, C), before motion."""
     x = self._per_frame(x, rng)
     if self.sampling == 'crop_resize':
-      return augment.crop_resize(x, self.num_frames, self.crop_interval, rng)
+      return augment.crop_resize(x, self.num_frames, self.crop_interval, rng,
+                                 self.crop_min_frames)
     if self.sampling == 'uniform':
       return x[augment.uniform_indices(len(x), self.num_frames, rng)]
+    if self.sampling == 'random_sorted':
+      return x[augment.random_sorted_indices(len(x), self.num_frames, rng)]
     return preprocess.pad_or_crop(x, self.num_frames)
 
   def eval(self, x: np.ndarray) -> np.ndarray:
@@ -307,6 +342,8 @@ class Transform:
       clips = x[augment.eval_clip_indices(len(x), self.num_frames,
                                           self.num_test_clips)]
       return clips if self.test_clips > 1 else clips[0]
+    if self.sampling == 'random_sorted':
+      return x[augment.spread_indices(len(x), self.num_frames)]
     return preprocess.pad_or_crop(x, self.num_frames)
 
   @property
@@ -343,7 +380,12 @@ class _BatchLoader:
 
   def __call__(self, indices: np.ndarray, valid: np.ndarray | None = None
                ) -> Batch:
-    """{'skeleton', 'label' (B,)[, 'name']}; rows not `valid` stay zero."""
+    """{'skeleton', 'label' (B,)[, 'name']}; rows not `valid` stay zero.
+
+    `indices` are record indices; in training, positions in a repeated epoch
+    (`epoch_order`): position i reads record i % len(split) and seeds its own
+    augmentation.
+    """
     train = self.seed is not None
     rows = np.arange(len(indices)) if valid is None else np.flatnonzero(valid)
     skeleton = np.zeros(
@@ -351,7 +393,8 @@ class _BatchLoader:
         np.float32)
     label = np.zeros(len(indices), np.int32)
     names = [''] * len(indices)
-    for row, record in zip(rows, self.reader.read(indices[rows])):
+    records = self.reader.read(indices[rows] % len(self.reader))
+    for row, record in zip(rows, records):
       features = tf_example_pb2.Example.FromString(record).features.feature
       x, label[row] = _skeleton_and_label(features, self.shape)
       if self.with_names:
@@ -434,14 +477,17 @@ def _run(dataset: grain.MapDataset, worker_count: int) -> Iterator[Batch]:
 
 
 def epoch_order(num_examples: int, batch_size: int, seed: int,
-                epoch: int) -> np.ndarray:
-  """int (steps, batch_size): the record indices of each global batch.
+                epoch: int, repeat: int = 1) -> np.ndarray:
+  """int (steps, batch_size): the positions of each global batch in an epoch
+  that holds every record `repeat` times; position i is record
+  i % num_examples.
 
   A permutation seeded by (seed, epoch), so every epoch has its own order and
   every run the same one; the last incomplete batch is dropped.
   """
-  steps = num_examples // batch_size
-  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  total = num_examples * repeat
+  steps = total // batch_size
+  order = np.random.default_rng([seed, epoch]).permutation(total)
   return order[:steps * batch_size].reshape(steps, batch_size)
 
 
@@ -449,7 +495,8 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   dataset: Dataset | None = None) -> Iterator[Batch]:
-  """One shuffled epoch of `config.train_split`, from batch `start_batch` on.
+  """One shuffled epoch of `config.train_split` (each record `config.repeat`
+  times), from batch `start_batch` on.
 
   Args:
     config: the experiment config (see module docstring for the fields).
@@ -468,11 +515,14 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
   local = _local_batch_size(config.batch_size, process_count)
   dataset = dataset or open_dataset(config)
   reader = dataset.reader(config.train_split)
-  order = epoch_order(len(reader), config.batch_size, config.seed, epoch)
+  repeat = config.get('repeat', 1)
+  order = epoch_order(len(reader), config.batch_size, config.seed, epoch,
+                      repeat)
   if not len(order):
     raise ValueError(
-        f'{config.dataset} {config.train_split} has {len(reader)} examples, '
-        f'fewer than one batch of batch_size={config.batch_size}')
+        f'{config.dataset} {config.train_split} has {len(reader)} examples '
+        f'(repeat={repeat}), fewer than one batch of '
+        f'batch_size={config.batch_size}')
   if not 0 <= start_batch <= len(order):
     raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
@@ -494,7 +544,8 @@ def train_stream(config, *, start_step: int = 0,
   the consumer decides when to stop. `processes`: as for `train_batches`.
   """
   dataset = dataset or open_dataset(config)
-  steps = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  steps = dataset.steps_per_epoch(config.train_split, config.batch_size,
+                                  config.get('repeat', 1))
   epoch, batch = divmod(start_step, max(steps, 1))
   while True:
     yield from train_batches(config, epoch=epoch, start_batch=batch,

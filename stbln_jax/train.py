@@ -46,6 +46,7 @@ from stbln_jax import workdir as workdir_lib
 
 State = dict[str, Any]
 LR_SCHEDULES = ('step', 'cosine')
+ROTATION_AXES = ('xyz', 'xy')
 
 
 # ---- Config checks (once, at the boundary) ---------------------------------------
@@ -78,6 +79,18 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                              f'radians (0: off)')
   if not 0.0 <= scale < 1.0:
     raise models.ConfigError(f'augment.scale={scale} must be in [0, 1) (0: off)')
+  isotropic = augmentation.get('isotropic_scale', 0.0)
+  if not 0.0 <= isotropic < 1.0:
+    raise models.ConfigError(f'augment.isotropic_scale={isotropic} must be in [0, 1) '
+                             f'(0: off)')
+  axes = augmentation.get('rotation_axes', 'xyz')
+  if axes not in ROTATION_AXES:
+    raise models.ConfigError(f'augment.rotation_axes={axes!r} must be one of '
+                             f'{ROTATION_AXES}')
+  repeat = config.get('repeat', 1)
+  if not isinstance(repeat, int) or repeat < 1:
+    raise models.ConfigError(f'repeat={repeat!r} must be a positive integer (1: each '
+                             f'training example once per epoch)')
   for name in ('eval_every_epochs', 'checkpoint_every_epochs', 'keep_checkpoints',
                'log_every_steps'):
     if config[name] < 1:
@@ -92,12 +105,13 @@ def _check_dataset(config: ml_collections.ConfigDict,
     if config[name] not in dataset.split_sizes:
       raise models.ConfigError(f'{name}={config[name]!r}: {config.dataset} has no such '
                                f'split; choose one of {sorted(dataset.split_sizes)}')
-  steps = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  repeat = config.get('repeat', 1)
+  steps = dataset.steps_per_epoch(config.train_split, config.batch_size, repeat)
   if steps < 1:
     raise models.ConfigError(
         f'batch_size={config.batch_size} is larger than the '
         f'{dataset.num_examples(config.train_split)} examples of {config.dataset}/'
-        f'{config.train_split}; use a smaller batch')
+        f'{config.train_split} (repeat={repeat}); use a smaller batch')
   return steps
 
 
@@ -327,8 +341,9 @@ def _restore_or_init(manager, model, config, optimizer, mesh,
   if epoch * steps_per_epoch + batch != step:
     raise models.ConfigError(
         f'the checkpoint at step {step} was saved at epoch {epoch}, batch {batch}, but '
-        f'batch_size={config.batch_size} gives {steps_per_epoch} steps per epoch; resume '
-        f'with the config the run started with (config.json in its workdir)')
+        f'batch_size={config.batch_size} and repeat={config.get("repeat", 1)} give '
+        f'{steps_per_epoch} steps per epoch; resume with the config the run started with '
+        f'(config.json in its workdir)')
   logging.info('Resumed from step %d: epoch %d, after %d of its %d batches.', step,
                epoch + 1, batch, steps_per_epoch)
   return state, list(progress.get('evaluations', []))

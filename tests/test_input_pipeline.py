@@ -402,3 +402,91 @@ def test_a_modern_recipe_run_on_the_coco17_dataset(pose_data_dir, tmp_path):
     total = np.exp(scores['logits'].astype(np.float64)).sum(-1)
     np.testing.assert_allclose(total, 1.0, rtol=1e-5)
     assert list(scores['names']) == [n for n, _, _ in _records(config, 'xsub_val')]
+
+
+# ---- Per-clip normalisation, sorted sampling, repeat --------------------------
+
+NEW_FIELDS = ('crop_min_frames', 'center_joint', 'normalization', 'repeat')
+NEW_AUGMENT_FIELDS = ('rotation_axes', 'whole_degrees', 'isotropic_scale')
+
+
+@pytest.mark.parametrize('recipe', ['paper', 'modern'])
+def test_configs_without_the_newer_fields_give_the_same_batches(pose_data_dir, recipe):
+  """A config saved before these fields (a workdir's config.json) reads as the
+  defaults, which leave every input as it was."""
+  config = pose_config(pose_data_dir, stream='bone')
+  if recipe == 'modern':
+    config.update(temporal_sampling='crop_resize', crop_interval=(0.2, 0.6))
+    config.augment.update(rotation=0.3, scale=0.1)
+  old = config.copy_and_resolve_references()
+  for field in NEW_FIELDS:
+    del old[field]
+  for field in NEW_AUGMENT_FIELDS:
+    del old.augment[field]
+  batches = _train(config, epoch=1) + list(input_pipeline.eval_batches(
+      config, process_index=0, process_count=1))
+  old_batches = _train(old, epoch=1) + list(input_pipeline.eval_batches(
+      old, process_index=0, process_count=1))
+  for a, b in zip(batches, old_batches, strict=True):
+    np.testing.assert_array_equal(a['skeleton'], b['skeleton'])
+
+
+def test_the_crop_keeps_at_least_crop_min_frames(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='crop_resize',
+                       crop_interval=(0.1, 0.1), crop_min_frames=4)
+  records = _records(config, 'xsub_train')
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 0)
+  for indices, batch in zip(order, _train(config, epoch=0)):
+    for index, row in zip(indices, batch['skeleton']):
+      rng = augment.sample_rng(config.seed, 0, int(index))
+      np.testing.assert_array_equal(
+          row, augment.crop_resize(records[index][1], 10, (0.1, 0.1), rng, min_length=4))
+
+
+def test_clips_are_centred_normalised_then_sampled_in_order(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='random_sorted', stream='bone',
+                       center_joint=5, normalization='minmax')
+  config.augment.update(rotation=0.3, isotropic_scale=0.5)
+  records = _records(config, 'xsub_train')
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 0)
+  for indices, batch in zip(order, _train(config, epoch=0)):
+    for index, row in zip(indices, batch['skeleton']):
+      rng = augment.sample_rng(config.seed, 0, int(index))
+      x = preprocess.center_on_first_frame(records[index][1], 5, 'xys')
+      x = augment.random_isotropic_scale(x, rng, 0.5, 'xys')
+      x = augment.random_rotate(x, rng, 0.3, 'xys')
+      x = preprocess.select_stream(preprocess.min_max(x, 'xys'), 'bone', 'coco17', 'xys')
+      np.testing.assert_array_equal(row, x[augment.random_sorted_indices(len(x), 10, rng)])
+  (batch,) = input_pipeline.eval_batches(config, process_index=0, process_count=1)
+  for (_, x, _), row in zip(_records(config, 'xsub_val'), batch['skeleton']):
+    x = preprocess.min_max(preprocess.center_on_first_frame(x, 5, 'xys'), 'xys')
+    x = preprocess.select_stream(x, 'bone', 'coco17', 'xys')
+    np.testing.assert_array_equal(row, x[augment.spread_indices(len(x), 10)])
+
+
+def test_repeat_reads_every_record_k_times_an_epoch_each_copy_on_its_own(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', repeat=3)
+  records = _records(config, 'xsub_train')  # 8: 24 positions, 6 batches of 4
+  assert input_pipeline.steps_per_epoch(config) == 6
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 2, repeat=3)
+  np.testing.assert_array_equal(np.sort(order.ravel() % 8), np.repeat(np.arange(8), 3))
+  # repeat 1 is the order of before.
+  np.testing.assert_array_equal(
+      input_pipeline.epoch_order(8, 4, config.seed, 2, repeat=1),
+      input_pipeline.epoch_order(8, 4, config.seed, 2))
+  batches = _train(config, epoch=2)
+  copies = {}
+  for positions, batch in zip(order, batches, strict=True):
+    np.testing.assert_array_equal(batch['label'], [records[p % 8][2] for p in positions])
+    for position, row in zip(positions, batch['skeleton']):
+      x = records[position % 8][1]
+      rng = augment.sample_rng(config.seed, 2, int(position))
+      np.testing.assert_array_equal(row, x[augment.uniform_indices(len(x), 10, rng)])
+      copies.setdefault(position % 8, []).append(row)
+  # The three copies of a long record are sampled differently.
+  assert len({row.tobytes() for row in copies[6]}) == 3
+  # The stream counts the longer epochs: step 6 is the first batch of epoch 1.
+  stream = input_pipeline.train_stream(config, start_step=6, process_index=0,
+                                       process_count=1)
+  np.testing.assert_array_equal(next(stream)['skeleton'],
+                                _train(config, epoch=1)[0]['skeleton'])

@@ -120,21 +120,23 @@ def test_bone_stream_is_child_minus_parent(name):
   np.testing.assert_allclose(bone[..., layout.center, 2], x[..., layout.center, 2], rtol=1e-6)
 
 
-# (layout, coordinates): 3D joints, 2D joints without scores, 2D joints with scores.
-MODEL_CASES = [('ntu25', 3), ('coco17', 2), ('openpose18', 3)]
+# (layout, coordinates, persons): 3D joints, 2D joints without scores, 2D joints with
+# scores, 3D joints of one person.
+MODEL_CASES = [('ntu25', 3, 2), ('coco17', 2, 2), ('openpose18', 3, 2), ('kinect20', 3, 1)]
 
 
-@pytest.mark.parametrize('name,channels', MODEL_CASES)
-def test_a_tiny_model_of_each_layout_and_mixer_gives_finite_logits(name, channels):
+@pytest.mark.parametrize('name,channels,persons', MODEL_CASES)
+def test_a_tiny_model_of_each_layout_and_mixer_gives_finite_logits(name, channels, persons):
   v = layouts.get_layout(name).num_joints
-  x = jax.random.normal(jax.random.key(0), (2, 8, 2, v, channels))
+  x = jax.random.normal(jax.random.key(0), (2, 8, persons, v, channels))
   rng = np.random.default_rng(1)
   variants = [(mixer, None) for mixer in mixers.MIXERS] + [('bilinear', 2)]
   nets, variables = [], []
   for mixer, lam in variants:
     cfg = default.get_config().model
     cfg.update(dict(mixer=mixer, aggregate_at=lam, channels=(4, 8), strides=(1, 2),
-                    num_layers=2, num_classes=5, num_joints=v, in_channels=channels))
+                    num_layers=2, num_classes=5, num_persons=persons, num_joints=v,
+                    in_channels=channels))
     cfg.layout = name
     net = models.create_model(cfg)
     assert net.layout == name
@@ -170,3 +172,14 @@ def test_a_graph_mixer_rejects_a_layout_of_another_size():
     models.create_model(cfg)
   cfg.layout = 'coco17'
   assert models.create_model(cfg).layout == 'coco17'
+
+
+def test_kinect20_is_kinect_v1_with_ctr_gcns_nw_ucla_bones():
+  layout = layouts.get_layout('kinect20')
+  assert layout.num_joints == 20 and layout.joint_names[layout.center] == 'shoulder_center'
+  # CTR-GCN's graph/ucla.py pairs, 1-based (child, parent).
+  ucla = {(1, 2), (2, 3), (4, 3), (5, 3), (6, 5), (7, 6), (8, 7), (9, 3), (10, 9), (11, 10),
+          (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+          (20, 19)}
+  assert {(c + 1, p + 1) for c, p in layout.bones} == ucla
+  assert layout.joint_names[1] == 'spine' and layout.joint_names[11] == 'right_hand'

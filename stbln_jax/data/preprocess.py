@@ -2,8 +2,9 @@
 
 This module owns the builder's preprocessing (`preprocess_skeleton`, applied
 once when records are written and again on raw files at prediction time) and
-the pure array functions applied when samples are read: `pad_or_crop` to a
-fixed length and the bone/motion streams. Two preprocessings
+the pure array functions applied when samples are read: the per-clip
+normalisation (`center_on_first_frame`, `min_max`), `pad_or_crop` to a fixed
+length and the bone/motion streams. Two preprocessings
 (`PREPROCESSINGS`):
 
   '2s-agcn' (the default): 2s-AGCN's `data_gen/ntu_gendata.py` (`read_xyz`)
@@ -43,6 +44,8 @@ STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
 # What the last axis of a sample holds: 3D coordinates, 2D coordinates, or 2D
 # coordinates and the detector's score.
 CHANNELS = ('xyz', 'xy', 'xys')
+# How a clip's coordinates are scaled when read: as stored, or by `min_max`.
+NORMALIZATIONS = ('none', 'minmax')
 
 
 class NoSkeletonError(skeleton_lib.SkeletonFormatError):
@@ -398,6 +401,44 @@ def preprocess_skeleton(
     raise NoSkeletonError(skeleton.path, None,
                           'every body has all joints at exactly zero')
   return sample
+
+
+# ---- Per-clip normalisation ---------------------------------------------------
+
+
+def coordinates(channels: str) -> int:
+  """How many leading channels are coordinates (a score channel is not)."""
+  return 3 if channels == 'xyz' else 2
+
+
+def center_on_first_frame(x: np.ndarray, joint: int,
+                          channels: str = 'xyz') -> np.ndarray:
+  """x (T, M, V, C) less joint `joint` of the first person in the first frame,
+  in every frame, person and joint (coordinates only)."""
+  n = coordinates(channels)
+  out = np.array(x, np.float32)
+  out[..., :n] -= out[0, 0, joint, :n].copy()
+  return out
+
+
+def min_max(x: np.ndarray, channels: str = 'xyz') -> np.ndarray:
+  """Each coordinate of x (T, M, V, C) mapped linearly onto [-1, 1] over the
+  whole clip (all frames, persons and joints); one that never varies becomes 0.
+
+  CTR-GCN's NW-UCLA normalisation. It undoes any shift and any positive scale
+  of an axis, so a centring or a scaling before it changes nothing; a rotation
+  does.
+  """
+  n = coordinates(channels)
+  out = np.array(x, np.float32)
+  coords = out[..., :n].reshape(-1, n)
+  low, high = coords.min(axis=0), coords.max(axis=0)
+  span = high - low
+  with np.errstate(divide='ignore', invalid='ignore'):
+    scaled = (out[..., :n] - low) / span * 2 - 1
+  out[..., :n] = np.where(span > 0, scaled, 0.0)
+  return out
+
 
 
 # ---- Length and streams ------------------------------------------------------

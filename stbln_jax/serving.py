@@ -8,7 +8,8 @@ An export (`stbln_jax.export`) is two files:
                          the last input axis holds ('channels'), stream, class names,
                          input shape ('N'/'T' where symbolic), preprocessing (an NTU
                          builder's, or null: keypoints as given), the stablehlo
-                         file's size and SHA-256
+                         file's size and SHA-256; and, where the run normalised each
+                         clip, 'center_joint' and 'normalization' (the config's)
 
 `load(path)` checks the pair against each other and returns an `ExportedModel`; every
 mismatch raises `ExportError` naming the file and what is wrong.
@@ -104,6 +105,11 @@ def read_sidecar(path: str) -> dict:
   if meta['layout'] not in LAYOUTS:
     raise ExportError(f'{side}: layout {meta["layout"]!r} is not one of {LAYOUTS}')
   meta.setdefault('channels', 'xyz')  # an export from before layouts
+  meta.setdefault('center_joint', None)  # exports from before per-clip normalisation
+  meta.setdefault('normalization', 'none')
+  if meta['normalization'] not in preprocess.NORMALIZATIONS:
+    raise ExportError(f'{side}: normalization {meta["normalization"]!r} is not one of '
+                      f'{preprocess.NORMALIZATIONS}')
   if meta['channels'] not in preprocess.CHANNELS:
     raise ExportError(f'{side}: channels {meta["channels"]!r} is not one of '
                       f'{preprocess.CHANNELS}')

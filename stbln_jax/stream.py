@@ -21,7 +21,9 @@ export's stream (`preprocess.select_stream` in its layout and channels):
   PreNormalize2D), the export's M tracks of the highest total score where the
   keypoints carry one ('xys'), else the most active (2s-AGCN's motion energy, as for
   NTU), best first; fewer are padded with zeros.
-A window in which nobody is present gives no actions.
+Where the run normalised each clip (the sidecar's 'center_joint' and 'normalization',
+e.g. NW-UCLA's), the window is normalised as one clip in the same way. A window in
+which nobody is present gives no actions.
 
 The command replays a `.skeleton` file (an NTU export) or the annotations of a
 PYSKL/MMAction2 file (`--annotations`, any other export) as a stream at `--fps` (0: as
@@ -137,8 +139,18 @@ class Recognizer:
       sample = self.window_keypoints()
       if sample is None:
         return None
-    x = preprocess.pad_or_crop(sample, self.window)[None].astype(np.float32)
-    return preprocess.select_stream(x, self.stream, self.layout, self.channels)
+    x = preprocess.pad_or_crop(self.normalized(sample), self.window)[None]
+    return preprocess.select_stream(x.astype(np.float32), self.stream, self.layout,
+                                    self.channels)
+
+  def normalized(self, sample: np.ndarray) -> np.ndarray:
+    """The window's sample (T, M, V, C) normalised as the run normalised each clip."""
+    center, normalization = self.model.meta['center_joint'], self.model.meta['normalization']
+    if center is not None:
+      sample = preprocess.center_on_first_frame(sample, center, self.channels)
+    if normalization == 'minmax':
+      sample = preprocess.min_max(sample, self.channels)
+    return sample
 
   def window_keypoints(self) -> np.ndarray | None:
     """The window's keypoints as one sample (T, M, V, C), None if nobody is in it.

@@ -314,6 +314,7 @@ class Transform:
       x = augment.random_rotate(x, rng, self.rotation, self.channels,
                                 self.rotation_axes, self.whole_degrees)
     if self.normalization == 'minmax':
+      # Over all the record's frames, before any are sampled (CTR-GCN's NW-UCLA).
       x = preprocess.min_max(x, self.channels)
     if self.stream in ('bone', 'bone_motion'):
       # A bone is a difference within one frame: taken on the record's own

@@ -16,8 +16,8 @@ included, as 2s-AGCN passes `model.parameters()` to the optimizer), learning rat
 `base_learning_rate · batch_size / base_batch_size` divided by 10 at epochs 30
 and 40 (counted in steps), cross-entropy, 50 epochs. The modern recipe's options
 (configs/ntu_modern.py): a linear warm-up, cosine decay to 0 after it
-(`lr_schedule='cosine'`), label smoothing, and the input pipeline's augmentation and
-temporal sampling.
+(`lr_schedule='cosine'`), label smoothing, and the input pipeline's augmentation,
+temporal sampling and `repeat` (longer epochs, which the schedule counts).
 """
 
 import contextlib
@@ -43,10 +43,10 @@ from stbln_jax import input_pipeline
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import augment
 
 State = dict[str, Any]
 LR_SCHEDULES = ('step', 'cosine')
-ROTATION_AXES = ('xyz', 'xy')
 
 
 # ---- Config checks (once, at the boundary) ---------------------------------------
@@ -84,9 +84,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     raise models.ConfigError(f'augment.isotropic_scale={isotropic} must be in [0, 1) '
                              f'(0: off)')
   axes = augmentation.get('rotation_axes', 'xyz')
-  if axes not in ROTATION_AXES:
+  if axes not in augment.ROTATION_AXES:
     raise models.ConfigError(f'augment.rotation_axes={axes!r} must be one of '
-                             f'{ROTATION_AXES}')
+                             f'{augment.ROTATION_AXES}')
   repeat = config.get('repeat', 1)
   if not isinstance(repeat, int) or repeat < 1:
     raise models.ConfigError(f'repeat={repeat!r} must be a positive integer (1: each '

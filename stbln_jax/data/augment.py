@@ -47,6 +47,8 @@ from stbln_jax.data import preprocess
 CROP_MIN_FRAMES = 64
 # PYSKL's `UniformSampleFrames(seed=255)` at test.
 TEST_SEED = 255
+# What 3D rotations turn about: all three axes, or x and y (CTR-GCN's NW-UCLA).
+ROTATION_AXES = ('xyz', 'xy')
 _AUGMENT_STREAM = 1  # keeps these generators apart from the shuffle's ([seed, epoch])
 
 

@@ -440,7 +440,6 @@ def min_max(x: np.ndarray, channels: str = 'xyz') -> np.ndarray:
   return out
 
 
-
 # ---- Length and streams ------------------------------------------------------
 
 

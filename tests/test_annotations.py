@@ -95,7 +95,7 @@ def three(tmp_path_factory):
   (root / 'raw' / 'classes.txt').write_text('drink water\nwave\nclap\n')
   summary = build.build_dataset('pose_annotations/coco17_2d',
                                 manual_dir=root / 'raw',
-                                data_dir=root / 'tfds', quiet=True)
+                                data_dir=root / 'tfds', quiet=True, max_persons=2)
   return samples, summary, root / 'tfds'
 
 
@@ -129,8 +129,10 @@ def test_dataset_info_names_layout_and_channels(three):
   _, _, data_dir = three
   builder = tfds.builder('pose_annotations/coco17_2d', data_dir=data_dir)
   assert builder.info.features['label'].names == ['drink water', 'wave', 'clap']
-  assert builder.info.features['skeleton'].shape == (None, 2, 17, 3)
-  assert dict(builder.info.metadata) == {'layout': 'coco17', 'channels': 'xys'}
+  assert builder.info.features['skeleton'].shape == (None, None, 17, 3)
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'coco17', 'custom_layout': None, 'channels': 'xys', 'num_persons': 2,
+      'preprocessing': None}
   assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
 
 
@@ -155,7 +157,7 @@ def test_kinds_give_their_channels(three):
 def test_configs_cover_every_layout_and_kind():
   builder = tfds.builder_cls('pose_annotations')
   names = sorted(c.name for c in builder.BUILDER_CONFIGS)
-  assert names == sorted(f'{layout}_{kind}' for layout in layouts.LAYOUTS
+  assert names == sorted(f'{layout}_{kind}' for layout in (*layouts.LAYOUTS, 'custom')
                          for kind in ('3d', '2d', '2d_xy'))
 
 
@@ -275,9 +277,19 @@ def test_to_sample_names_what_is_wrong(change, fragment):
 
 def test_a_file_with_nothing_usable_is_one_clear_error(tmp_path):
   write_pickle(tmp_path / 'raw' / 'bad.pkl', {'train': ['x']},
+               [mmaction_annotation('x', 2, 0, img_shape=(0, 10))])
+  with pytest.raises(annotations.AnnotationError,
+                     match='no annotation .* gives a record.*x: img_shape'):
+    build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+
+
+def test_keypoints_of_another_layout_are_one_clear_error(tmp_path):
+  write_pickle(tmp_path / 'raw' / 'bad.pkl', {'train': ['x']},
                [mmaction_annotation('x', 2, 0, num_joints=18)])
   with pytest.raises(annotations.AnnotationError,
-                     match='no annotation .* gives a record.*x: keypoint has'):
+                     match=r"layout 'coco17' has 17 joints, but the keypoints of .*bad\.pkl "
+                           r'have 18'):
     build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
                         data_dir=tmp_path / 'tfds', quiet=True)
 
@@ -405,7 +417,9 @@ def test_openpose_tree_builds_with_people_followed(openpose_tree):
   builder = tfds.builder('pose_annotations/openpose18_2d', data_dir=root / 'tfds')
   assert builder.info.features['label'].names == ['stand', 'walk']
   assert records['walk_coco18']['label'] == 1 and records['still']['label'] == 0
-  assert dict(builder.info.metadata) == {'layout': 'openpose18', 'channels': 'xys'}
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'openpose18', 'custom_layout': None, 'channels': 'xys', 'num_persons': 2,
+      'preprocessing': None}
 
 
 def test_openpose_malformed_json_skips_its_clip(openpose_tree):

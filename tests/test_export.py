@@ -26,6 +26,7 @@ from stbln_jax import models
 from stbln_jax import ops
 from stbln_jax import serving
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import layouts
 
 
 def tiny_config(**model):
@@ -174,8 +175,8 @@ def test_layout_and_channels_are_checked_against_the_model():
   with pytest.raises(models.ConfigError, match=r"num_joints=17, but layout 'ntu25' has 25"):
     export.layout_and_channels(config)
   config.model.layout = 'coco17'
-  assert export.layout_and_channels(config) == ('coco17', 'xyz')
-  assert export.layout_and_channels(config, 'xys') == ('coco17', 'xys')
+  assert export.layout_and_channels(config) == (layouts.COCO17, 'xyz')
+  assert export.layout_and_channels(config, 'xys') == (layouts.COCO17, 'xys')
   with pytest.raises(models.ConfigError, match=r"in_channels=3, but channels 'xy' are 2"):
     export.layout_and_channels(config, 'xy')
 

@@ -98,12 +98,13 @@ def dataset_mismatches(config: ml_collections.ConfigDict, dataset: input_pipelin
   decides (`models.DATASET_FIELDS`, `preprocessing`) and the split fields `splits`."""
   model, problems = config.model, []
   m, v, c = dataset.sample_shape
-  for name, value, what in (('num_classes', len(dataset.class_names), 'classes'),
-                            ('num_persons', m, 'persons a sample'),
-                            ('num_joints', v, 'joints'),
-                            ('in_channels', c, f'channels ({dataset.channels})')):
+  for name, value, what in (
+      ('num_classes', len(dataset.class_names), f'it has {len(dataset.class_names)} classes'),
+      ('num_persons', m, f'its samples hold {m} person{"s" * (m != 1)}'),
+      ('num_joints', v, f'its skeletons have {v} joints'),
+      ('in_channels', c, f'its samples have {c} channels ({dataset.channels})')):
     if model.get(name) is not None and model[name] != value:
-      problems.append(f'model.{name}={model[name]}, but it has {value} {what}')
+      problems.append(f'model.{name}={model[name]}, but {what}')
   if model.get('layout') is not None or model.get('custom_layout'):
     layout = models.layout_of(model)
     if layout != dataset.layout:

@@ -340,7 +340,7 @@ def test_a_config_that_contradicts_the_dataset_is_one_line_naming_every_mismatch
                                                      'tiny_poses: ')
   for fragment in ('model.num_classes=60, but it has 3 classes',
                    "model.layout='ntu25', but its skeletons are 'coco17'",
-                   'model.num_joints=25, but it has 17 joints',
+                   'model.num_joints=25, but its skeletons have 17 joints',
                    "train_split='train' is not one of its splits ['xsub_train', 'xsub_val']",
                    "eval_split='test' is not one of its splits"):
     assert fragment in message, fragment

@@ -95,6 +95,7 @@ def main(argv):
         'xsub, xsub120, xset120, each also as <config>_tracked) or '
         'pose_annotations/coco17_2d (configs: <layout>_<kind>, layout ntu25, '
         'coco17, openpose18 or custom (a layout.json), kind 3d, 2d or 2d_xy).')
+  cli.show_only_own_info_logs()
   if FLAGS.quiet:
     logging.set_verbosity(logging.ERROR)
   normalization = None

@@ -462,6 +462,121 @@ def test_parse_frame_names_what_is_wrong(text, fragment):
   assert openpose.parse_frame('{"people": [{"pose_keypoints_2d": []}]}') == []
 
 
+# ---- (d) a skeleton of one's own, one person, 3D normalisation ------------------
+
+HAND = {'name': 'hand5', 'joints': ['wrist', 'thumb', 'index', 'middle', 'little'],
+        'bones': [['thumb', 'wrist'], ['index', 'wrist'], ['middle', 'wrist'],
+                  ['little', 'wrist']],
+        'centre': 'wrist'}
+
+
+def hand_annotation(frame_dir, label, num_frames=6, seed=0, num_persons=1, dims=3):
+  rng = np.random.default_rng(seed)
+  return {'frame_dir': frame_dir, 'label': label, 'total_frames': num_frames,
+          'keypoint': rng.normal(1.0, 0.5, (num_persons, num_frames, 5, dims)
+                                 ).astype(np.float32),
+          'keypoint_score': rng.uniform(0.5, 1, (num_persons, num_frames, 5)
+                                        ).astype(np.float32)}
+
+
+@pytest.fixture(scope='module')
+def hands(tmp_path_factory):
+  """A 2D file of one-person hands with layout.json, built as custom_2d."""
+  root = tmp_path_factory.mktemp('hands')
+  samples = [hand_annotation(f'h{i}', i % 2, seed=i, dims=2) for i in range(4)]
+  write_pickle(root / 'raw' / 'hands.pkl', {'train': ['h0', 'h1', 'h2'], 'test': ['h3']},
+               samples)
+  (root / 'raw' / 'layout.json').write_text(json.dumps(HAND))
+  summary = build.build_dataset('pose_annotations/custom_2d', manual_dir=root / 'raw',
+                                data_dir=root / 'tfds', quiet=True)
+  return samples, summary, root / 'tfds'
+
+
+def test_a_layout_file_builds_one_person_of_its_joints(hands):
+  samples, summary, data_dir = hands
+  assert summary.examples == {'train': 3, 'test': 1} and not summary.skipped
+  builder = tfds.builder('pose_annotations/custom_2d', data_dir=data_dir)
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'hand5', 'custom_layout': HAND, 'channels': 'xys', 'num_persons': 1,
+      'preprocessing': None}
+  records = _records(data_dir, 'pose_annotations/custom_2d', 'train', 'test')
+  for sample in samples:
+    skeleton = records[sample['frame_dir']]['skeleton']
+    assert skeleton.shape == (6, 1, 5, 3)  # one person stays one
+    np.testing.assert_allclose(
+        skeleton[:, 0, :, :2], normalised(sample['keypoint'][0], sample['keypoint_score'][0],
+                                          1080, 1920), atol=1e-6)
+
+
+def test_a_layout_file_of_other_joints_than_the_keypoints_is_named(tmp_path):
+  write_pickle(tmp_path / 'raw' / 'hands.pkl', {'train': ['h0']},
+               [hand_annotation('h0', 0, dims=2)])
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(
+      dict(HAND, joints=HAND['joints'] + ['ring'], bones=HAND['bones'] + [['ring', 'wrist']])))
+  with pytest.raises(annotations.AnnotationError,
+                     match=rf"^{tmp_path / 'raw' / 'layout.json'}: 6 joints, but the keypoints "
+                           rf"of .*hands\.pkl have 5$"):
+    build.build_dataset('pose_annotations/custom_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+  (tmp_path / 'raw' / 'layout.json').unlink()
+  with pytest.raises(FileNotFoundError, match=r'layout\.json not found: the custom_\* configs'):
+    build.build_dataset('pose_annotations/custom_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+
+
+def test_3d_normalisation_centres_and_aligns():
+  hand = layouts.from_json(HAND)
+  sample = hand_annotation('h', 0, num_persons=2, seed=5)
+  sample['keypoint'][1] *= 0.01  # the person who moves least comes second
+  sample['keypoint'][0, 2, 3] = 0  # unseen: stays zero
+  raw = annotations.to_sample(sample, hand, '3d')
+  every = annotations.to_sample(
+      sample, hand, '3d', normalization=annotations.Normalization('every_frame'))
+  seen = (raw != 0).any(-1, keepdims=True)
+  np.testing.assert_allclose(every, (raw - raw[:, :1, :1]) * seen, atol=1e-6)
+  assert (every[2, 0, 3] == 0).all()
+  first = annotations.to_sample(
+      sample, hand, '3d', normalization=annotations.Normalization('first_frame', 'index'))
+  np.testing.assert_allclose(first, (raw - raw[:1, :1, 2:3]) * seen, atol=1e-6)
+
+  # The thumb's bone turned to +z, then index -> little to +x: made perpendicular
+  # first, both end up exactly on their axes, and lengths are kept.
+  keypoint = sample['keypoint'][:1].copy()
+  up = keypoint[0, 0, 1] - keypoint[0, 0, 0]
+  across = keypoint[0, 0, 4] - keypoint[0, 0, 2]
+  keypoint[0, :, 4] -= np.dot(across, up) / np.dot(up, up) * up
+  aligned = annotations.to_sample(
+      dict(sample, keypoint=keypoint), hand, '3d', normalization=annotations.Normalization(
+          'every_frame', align=('wrist', 'thumb', 'index', 'little')))
+  z, x = aligned[0, 0, 1] - aligned[0, 0, 0], aligned[0, 0, 4] - aligned[0, 0, 2]
+  np.testing.assert_allclose(z / np.linalg.norm(z), [0, 0, 1], atol=1e-5)
+  np.testing.assert_allclose(x / np.linalg.norm(x), [1, 0, 0], atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(aligned, axis=-1),
+                             np.linalg.norm(annotations.to_sample(
+                                 dict(sample, keypoint=keypoint), hand, '3d',
+                                 normalization=annotations.Normalization('every_frame')),
+                                 axis=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize('spec', ['centre=every_frame:wrist', 'centre=first_frame:index',
+                                  'align=wrist:thumb:index:little',
+                                  'centre=every_frame:wrist,align=wrist:thumb:index:little'])
+def test_a_normalisation_is_its_spec(spec):
+  normalization = annotations.Normalization.from_spec(spec)
+  assert normalization.spec == spec
+  assert normalization.for_layout(layouts.from_json(HAND)) == normalization
+
+
+@pytest.mark.parametrize('spec,fragment', [
+    ('centre=sideways', "centre='sideways' is not one of"),
+    ('centre=first_frame,flip=x', 'is not a 3D normalisation'),
+    ('align=a:b:c', 'must name four joints'),
+])
+def test_a_bad_normalisation_says_what_is_wrong(spec, fragment):
+  with pytest.raises(ValueError, match=re.escape(fragment)):
+    annotations.Normalization.from_spec(spec)
+
+
 # ---- The command -------------------------------------------------------------
 
 
@@ -491,3 +606,32 @@ def test_command_line_reports_a_bad_pickle_as_one_line(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ')
   assert f'{tmp_path / "raw" / "x.pkl"}: not a pickle file' in lines[0]
+
+
+def test_command_line_builds_3d_keypoints_normalised_without_tfds_chatter(tmp_path):
+  samples = [hand_annotation(f'h{i}', i % 2, seed=i) for i in range(3)]
+  write_pickle(tmp_path / 'raw' / 'hands.pkl', {'train': ['h0', 'h1'], 'test': ['h2']},
+               samples)
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(HAND))
+  args = ['pose_annotations/custom_3d', f'--manual_dir={tmp_path / "raw"}',
+          f'--data_dir={tmp_path / "tfds"}', '--centre=first_frame',
+          '--align=wrist,thumb,index,little']
+  result = _run(args)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith('pose_annotations/custom_3d -> ')
+  assert 'examples: test 1, train 2' in result.stdout
+  assert 'Downloading' not in result.stdout + result.stderr
+  builder = tfds.builder('pose_annotations/custom_3d', data_dir=tmp_path / 'tfds')
+  assert builder.info.metadata['preprocessing'] == (
+      'centre=first_frame:wrist,align=wrist:thumb:index:little')
+
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(dict(HAND, centre='palm')))
+  for flags, fragment in (
+      (['--overwrite'], f"{tmp_path / 'raw' / 'layout.json'}: centre 'palm' is not one of "
+                        'its joints'),
+      (['--overwrite', '--align=wrist,thumb'], 'must name four joints'),
+      (['--overwrite', '--centre_joint=thumb'], 'needs a centre')):
+    result = _run(args[:3] + flags)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and fragment in lines[0], lines

@@ -195,12 +195,13 @@ def from_json(data: Any, where: str = '<layout>') -> Layout:
     raise LayoutError(f'{where}: not a tree: joint {orphans[0]!r} has no parent (each '
                       f'joint but the centre is the child of one bone)')
   for joint in joints:  # every chain of parents must end at the centre
-    seen = set()
+    chain = []
     while joint != centre:
-      if joint in seen:
-        raise LayoutError(f'{where}: not a tree: the bones make a cycle through '
-                          f'{joint!r}')
-      seen.add(joint)
+      if joint in chain:
+        cycle = chain[chain.index(joint):] + [joint]
+        raise LayoutError(f'{where}: not a tree: the bones make a cycle '
+                          f'{" -> ".join(cycle)}')
+      chain.append(joint)
       joint = parent[joint]
   layout = Layout(name, tuple(joints), tuple(bones), index[centre])
   registered = LAYOUTS.get(name)

@@ -195,8 +195,16 @@ _DPI = 110
 
 
 def plot_layer(lm: LayerMatrices, path: str) -> None:
-  """One PNG: a row per partition; Â_p, the learned matrix and the effective U_p, their
-  rows and columns labelled with the joints' names.
+  """One PNG of `layer_figure`."""
+  plt = _pyplot()
+  fig = layer_figure(lm)
+  fig.savefig(path, dpi=_DPI)
+  plt.close(fig)
+
+
+def layer_figure(lm: LayerMatrices):
+  """A row per partition; Â_p, the learned matrix and the effective U_p, their rows and
+  columns labelled with the joints' names.
 
   A layer that aggregates (V_out < V_in) shows its weights per input joint as bars.
   """
@@ -215,9 +223,7 @@ def plot_layer(lm: LayerMatrices, path: str) -> None:
       ax.set_xticklabels(names, rotation=70, fontsize=7)
       ax.set_title(f'layer {lm.layer}, partition {part}: U_p weights per joint', fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
-    return
+    return fig
   columns = []
   if lm.a_hat is not None:
     columns.append(('Â_p', lm.a_hat))
@@ -244,8 +250,7 @@ def plot_layer(lm: LayerMatrices, path: str) -> None:
       fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
   fig.suptitle(f'layer {lm.layer} ({lm.mixer})', fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=_DPI)
-  plt.close(fig)
+  return fig
 
 
 # ---- The report ---------------------------------------------------------------

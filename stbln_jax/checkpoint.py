@@ -161,12 +161,13 @@ def chosen_step(manager: ocp.CheckpointManager, step: int | str | None) -> int |
     except ValueError:
       raise CheckpointError(f'checkpoint step {step!r} is neither a step number nor '
                             f'{BEST!r}') from None
-  best = manager.best_step()
-  if best is None or _best_metric(manager.metrics(best) or {}) == float('-inf'):
+  scored = [(-_best_metric(manager.metrics(s) or {}), s) for s in manager.all_steps()]
+  scored = [score for score in scored if score[0] != float('inf')]
+  if not scored:
     raise CheckpointError(f'no checkpoint in {manager.directory} was saved with an '
                           f'evaluation, so none is the best; name a step (available: '
                           f'{sorted(manager.all_steps()) or "none"})')
-  return best
+  return min(scored)[1]  # the highest top-1, the earliest of ties
 
 
 def restore_variables(workdir: str, sharding: jax.sharding.Sharding,

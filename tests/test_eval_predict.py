@@ -206,6 +206,36 @@ def test_save_restore_evaluate_gives_identical_metrics(trained):
     np.testing.assert_array_equal(f['labels'], scores['labels'])
 
 
+def test_the_best_checkpoint_is_the_best_evaluations(trained, tmp_path, ntu_samples_dir):
+  workdir, config, summary, _ = trained
+  best = summary['best_epoch']
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  manager = checkpoint.make_manager(str(copy), create=False)
+  assert checkpoint.chosen_step(manager, 'best') == best['step']
+  assert checkpoint.chosen_step(manager, str(best['step'])) == best['step']
+  with pytest.raises(checkpoint.CheckpointError, match="'last' is neither a step number "
+                                                       "nor 'best'"):
+    checkpoint.chosen_step(manager, 'last')
+  manager.close()
+  report = evaluate.evaluate(config, str(copy), checkpoint_step='best')
+  assert report['step'] == best['step'] and report['top1'] == pytest.approx(best['top1'])
+  out = io.StringIO()
+  predict.run(str(copy), [str(ntu_samples_dir / f'{REAL_FILES[0]}.skeleton')],
+              checkpoint_step='best', out=out)
+  assert f'(step {best["step"]}, joint stream)' in out.getvalue()
+
+
+def test_checkpoints_without_evaluations_have_no_best(tmp_path):
+  from test_export import tiny_config, write_workdir  # pylint: disable=g-import-not-at-top
+  write_workdir(tmp_path, tiny_config())
+  with pytest.raises(checkpoint.CheckpointError, match=r'was saved with an evaluation, so '
+                                                       r'none is the best; name a step '
+                                                       r'\(available: \[7\]\)'):
+    checkpoint.restore_variables(str(tmp_path), sharding.replicated(sharding.make_mesh()),
+                                 'best')
+
+
 def test_saved_config_round_trips(trained):
   workdir, config, _, _ = trained
   loaded = workdir_lib.load_config(workdir)

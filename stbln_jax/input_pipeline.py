@@ -134,12 +134,17 @@ class Dataset:
     return names
 
 
+def _metadata(info) -> dict:
+  """A built dataset's metadata, read from its files (`get` on TFDS's own dict would
+  give the builder's defaults)."""
+  return dict(info.metadata.items()) if info.metadata else {}
+
+
 def _sample_description(name: str, info) -> tuple[tuple[int, int, int],
                                                   layouts.Layout, str]:
   """((M, V, C), layout, channels) of a dataset, checked against each other."""
   feature_shape = tuple(info.features['skeleton'].shape)
-  # items() reads a built dataset's metadata from its files (get() would not).
-  metadata = dict(info.metadata.items()) if info.metadata else {}
+  metadata = _metadata(info)
   channels = metadata.get('channels') or DEFAULT_CHANNELS
   try:
     layout = layouts.from_fields(metadata.get('layout'), metadata.get('custom_layout'))
@@ -177,8 +182,7 @@ def open_dataset(config) -> Dataset:
         f'{builder.data_dir_root}; build it first with: {command}')
   info = builder.info
   shape, layout, channels = _sample_description(config.dataset, info)
-  preprocessing = (dict(info.metadata.items()).get('preprocessing') if info.metadata
-                   else None)
+  preprocessing = _metadata(info).get('preprocessing')
   return Dataset(
       name=config.dataset, data_dir=config.data_dir,
       split_sizes={k: v.num_examples for k, v in info.splits.items()},

@@ -201,6 +201,7 @@ class PoseAnnotations(tfds.core.GeneratorBasedBuilder):
     if max_persons is not None and max_persons < 1:
       raise ValueError(f'max_persons={max_persons} must be at least 1')
     self.max_persons, self.normalization = max_persons, normalization
+    self._conversion = {}  # to_sample's layout, persons and normalisation
     super().__init__(file_format=file_format or 'array_record', **kwargs)
     if normalization is not None and self.builder_config.kind != '3d':
       raise ValueError(f'a 3D normalisation needs a *_3d config, not '

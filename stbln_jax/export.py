@@ -288,11 +288,7 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
   layout, channels = layout_and_channels(config, channels)
-  if len(class_names) != config.model.num_classes:
-    raise models.ConfigError(
-        f'{workdir}: the network gives model.num_classes={config.model.num_classes} logits, '
-        f'but the run names {len(class_names)} classes ({workdir_lib.CLASS_NAMES_FILE}): it '
-        f'was trained with a head that does not fit its dataset; train it again')
+  models.check_class_names(config.model, class_names, workdir)
   if saved_model:
     _import_tensorflow(saved_model)
   device = sharding.replicated(sharding.make_mesh(jax.local_devices()[:1]))

@@ -415,6 +415,15 @@ def validate_model_config(cfg) -> None:
                       f'{ops.TEMPORAL_CONV_IMPLS}')
 
 
+def check_class_names(cfg, class_names, where: str) -> None:
+  """ConfigError unless the head of `config.model` gives one logit per class name (a run
+  trained with a head that did not fit its dataset does not)."""
+  if len(class_names) != cfg.num_classes:
+    raise ConfigError(f'{where}: the network gives model.num_classes={cfg.num_classes} '
+                      f'logits, but the run names {len(class_names)} classes: it was '
+                      f'trained with a head that does not fit its dataset; train it again')
+
+
 def create_model(cfg) -> SpatioTemporalNet:
   """The network described by a `config.model` (see configs/default.py) whose
   dataset fields are set (`evaluate.fit_to_dataset`)."""

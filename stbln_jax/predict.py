@@ -154,11 +154,7 @@ def run(workdir: str, paths: Sequence[str], *, annotations: str | None = None,
   """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
-  if len(class_names) != config.model.num_classes:
-    raise models.ConfigError(
-        f'{workdir}: the network gives model.num_classes={config.model.num_classes} '
-        f'scores, but the run names {len(class_names)} classes: it was trained with a head '
-        f'that does not fit its dataset; train it again')
+  models.check_class_names(config.model, class_names, workdir)
   if top_k > len(class_names):
     raise cli.InputError(f'--top_k={top_k}, but the run knows {len(class_names)} classes; '
                          f'ask for at most {len(class_names)}')

@@ -66,7 +66,7 @@ class ExportedModel:
 
   def __init__(self, path: str, exported: jax.export.Exported, meta: dict):
     self.path, self.exported, self.meta = path, exported, meta
-    self.layout = layouts.from_fields(meta['layout'], meta['custom_layout'])
+    self.layout = layouts.from_fields(meta['layout'], meta.get('custom_layout'))
     self._run = jax.jit(exported.call)  # one compilation per input shape
 
   @property

@@ -109,10 +109,10 @@ class Normalization:
 
   @property
   def spec(self) -> str | None:
-    """The normalisation as the text a dataset and an export record: e.g.
-    'centre=every_frame:SpineMid,align=SpineBase:SpineMid:ShoulderLeft:
-    ShoulderRight' (the joint named even when it is the layout's centre, so
-    that `for_layout` has given it); None for keypoints as given."""
+    """The normalisation as the text a dataset, a run and an export record
+    (`preprocessing`), e.g. 'centre=every_frame:SpineMid,align=SpineBase:
+    SpineMid:ShoulderLeft:ShoulderRight'; None for keypoints as given. The
+    builder records it after `for_layout`, which names the centre joint."""
     parts = []
     if self.centre is not None:
       parts.append(f'centre={self.centre}' + (f':{self.joint}' if self.joint else ''))

@@ -227,13 +227,15 @@ def test_the_best_checkpoint_is_the_best_evaluations(trained, tmp_path, ntu_samp
 
 
 def test_checkpoints_without_evaluations_have_no_best(tmp_path):
-  from test_export import tiny_config, write_workdir  # pylint: disable=g-import-not-at-top
-  write_workdir(tmp_path, tiny_config())
+  manager = checkpoint.make_manager(str(tmp_path))
+  checkpoint.save(manager, {'step': np.int32(7), 'params': {'w': np.ones(2)}},
+                  progress={'epoch': 1, 'batch': 0, 'evaluations': []})
+  manager.wait_until_finished()
   with pytest.raises(checkpoint.CheckpointError, match=r'was saved with an evaluation, so '
                                                        r'none is the best; name a step '
                                                        r'\(available: \[7\]\)'):
-    checkpoint.restore_variables(str(tmp_path), sharding.replicated(sharding.make_mesh()),
-                                 'best')
+    checkpoint.chosen_step(manager, 'best')
+  manager.close()
 
 
 def test_saved_config_round_trips(trained):

@@ -151,8 +151,8 @@ def test_a_failing_export_option_writes_nothing(symbolic_export, tmp_path, monke
 
 
 def test_a_head_that_does_not_fit_the_class_names_is_refused(tmp_path):
-  config = tiny_config(num_classes=6)
-  write_workdir(tmp_path / 'run', config)
+  # The run's files; the check comes before its checkpoint is read.
+  workdir_lib.save_config(tiny_config(num_classes=6), str(tmp_path / 'run'))
   workdir_lib.save_class_names([f'action {i}' for i in range(5)], str(tmp_path / 'run'))
   with pytest.raises(models.ConfigError, match=r'model.num_classes=6 logits, but the run '
                                                r'names 5 classes'):

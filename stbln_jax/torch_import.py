@@ -85,8 +85,9 @@ def torch_layout(cfg) -> dict[str, tuple[int, ...]]:
 
   bn('data_bn', cfg.num_persons * v * cfg.in_channels)
   c_in = cfg.in_channels
+  strides = models.strides_of(cfg)
   for i in range(cfg.num_layers):
-    c_out, stride = cfg.channels[i], cfg.strides[i]
+    c_out, stride = cfg.channels[i], strides[i]
     layer, step = f'layers.layer{i + 1}', f'layers.layer{i + 1}.{spatial}'
     shapes[f'{step}.rand_graph' if network == 'STBLN' else f'{step}.graph_attn'] = (
         PARTITIONS, v, v)

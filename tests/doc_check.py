@@ -5,7 +5,7 @@
   after `&&`, behind `VAR=value`): the module must be one of this repository, every
   `--flag`, `--flag=value` and `--noflag` a flag of that command, every `--config.<field>`
   a field of the config the command loads (`--config=FILE[:arg]`, whose `get_config`
-  must run);
+  must run; a config file outside the repository is the user's and is not read);
 - a flag alone in a code span (`--max_persons=N`): a flag of some documented command;
 - repository paths in code (`stbln_jax/...`, `configs/*.py`, `launch/...`, `tests/...`,
   `docs/...`; user paths such as `/data/...` or `runs/...` are not checked) and local
@@ -67,7 +67,9 @@ class References:
   extras: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
   def configs(self) -> set[str]:
-    return {spec for c in self.commands for spec in [config_spec(c.args)] if spec}
+    """The `--config=` of the commands that name a config file of this repository."""
+    specs = {config_spec(c.args) for c in self.commands} - {None}
+    return {s for s in specs if (REPO / s.partition(':')[0]).is_file()}
 
   def modules(self) -> set[str]:
     return {c.module for c in self.commands if c.module.split('.')[0] in PACKAGES}
@@ -196,7 +198,7 @@ def check_command(command: Command, info: dict) -> list[str]:
   flags = {**info['base'], **known['flags']}
   spec = config_spec(command.args)
   problems = []
-  if spec is not None and 'error' in info['configs'][spec]:
+  if 'error' in info['configs'].get(spec, {}):
     problems.append(f'{where}: --config={spec}: {info["configs"][spec]["error"]}')
   for arg in command.args:
     arg = arg.strip('[],')
@@ -220,8 +222,9 @@ def check_field(where: str, flag: str, field: str, spec: str | None, info: dict)
     return []
   if spec is None:
     return [f'{where}: {flag} without a --config=FILE to look it up in']
-  loaded = info['configs'][spec]
-  if 'error' not in loaded and field not in loaded['fields']:  # an error is reported once
+  # A config outside the repository (the user's) is not read; an error is reported once.
+  loaded = info['configs'].get(spec, {'error': None})
+  if 'error' not in loaded and field not in loaded['fields']:
     return [f'{where}: {flag}: {spec} has no field {field!r}']
   return []
 
@@ -334,8 +337,6 @@ def introspect(request: dict) -> dict:
     path, _, arg = spec.partition(':')
     try:
       module_spec = importlib.util.spec_from_file_location(f'_doc_config_{i}', path)
-      if module_spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: no such config file')
       module = importlib.util.module_from_spec(module_spec)
       module_spec.loader.exec_module(module)
       config = module.get_config(arg) if arg else module.get_config()

@@ -28,7 +28,8 @@ Install and run:
 pip install -e '.[test]' && python -m stbln_jax.main --config=configs/demo.py \
     --workdir=/tmp/demo --config.model.mixer=additive   # a comment, it's fine
 XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m stbln_jax.main --multihost \
-    --config=configs/annotations.py:smoke --workdir=runs/mine --config.data_dir=<folder>
+    --config=configs/annotations.py:smoke --workdir=runs/mine --config.data_dir=<folder> \
+    && python -m stbln_jax.main --config=my_config.py --config.my_field=1 --workdir=DIR
 python -m data_prep.build ntu_rgbd/xview --manual_dir=DIR --data_dir=/data/tfds --nooverwrite
 python -m stbln_jax.flops --config=configs/default.py:cs120,bone_motion --json \
     '--config.lr_decay_epochs=(6,7)' [--config.model.arch=lean]
@@ -105,10 +106,10 @@ def test_reading_markdown():
   refs = read_references('README.md', GOOD)
   assert [(c.where, c.module) for c in refs.commands] == [
       ('README.md:5', 'stbln_jax.main'), ('README.md:7', 'stbln_jax.main'),
-      ('README.md:9', 'data_prep.build'), ('README.md:10', 'stbln_jax.flops'),
-      ('README.md:25', 'stbln_jax.flops')]
+      ('README.md:7', 'stbln_jax.main'), ('README.md:10', 'data_prep.build'),
+      ('README.md:11', 'stbln_jax.flops'), ('README.md:26', 'stbln_jax.flops')]
   assert refs.commands[0].args[-1] == '--config.model.mixer=additive'  # comment dropped
-  assert refs.commands[3].args[-2:] == ['--config.lr_decay_epochs=(6,7)',
+  assert refs.commands[4].args[-2:] == ['--config.lr_decay_epochs=(6,7)',
                                        '[--config.model.arch=lean]']
   assert {p for _, p in refs.paths} == {
       'configs/demo.py', 'configs/annotations.py', 'configs/default.py', 'configs/cv.py',
@@ -120,6 +121,8 @@ def test_reading_markdown():
       'stbln_jax.main', 'data_prep.build', 'stbln_jax.flops'}
   assert [t for _, t in refs.extras] == ['.[test]']
   assert config_spec(refs.commands[1].args) == 'configs/annotations.py:smoke'
+  assert refs.configs() == {'configs/demo.py', 'configs/annotations.py:smoke',  # not the user's
+                            'configs/default.py:cs120,bone_motion', 'configs/cv.py'}
 
 
 def test_a_page_naming_what_exists_passes(info):

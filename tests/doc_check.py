@@ -6,7 +6,9 @@
   `--flag`, `--flag=value` and `--noflag` a flag of that command, every `--config.<field>`
   a field of the config the command loads (`--config=FILE[:arg]`, whose `get_config`
   must run; a config file outside the repository is the user's and is not read);
-- a flag alone in a code span (`--max_persons=N`): a flag of some documented command;
+- a flag alone in a code span (`--max_persons=N`): a flag of some documented command
+  (`--config.<field>`: a field of configs/default.py, which has every field; flags of
+  XLA, `--xla_*`, are not checked);
 - repository paths in code (`stbln_jax/...`, `configs/*.py`, `launch/...`, `tests/...`,
   `docs/...`; user paths such as `/data/...` or `runs/...` are not checked) and local
   link targets: they must exist;
@@ -68,7 +70,8 @@ class References:
 
   def configs(self) -> set[str]:
     """The `--config=` of the commands that name a config file of this repository."""
-    specs = {config_spec(c.args) for c in self.commands} - {None}
+    specs = {config_spec(args) for args in [c.args for c in self.commands] +
+             [[flag] for _, flag in self.flags]} - {None}
     return {s for s in specs if (REPO / s.partition(':')[0]).is_file()}
 
   def modules(self) -> set[str]:
@@ -262,8 +265,11 @@ def check(name: str, refs: References, info: dict, *, record: bool = False) -> l
     if flag_name.startswith('xla_'):  # XLA's own, set through XLA_FLAGS
       continue
     negated = flag_name.startswith('no') and every_flag.get(flag_name[2:], {}).get('bool')
+    loaded = info['configs'].get(config_spec([flag]), {})
     if base not in every_flag and not negated:
       problems.append(f'{where}: {flag} is a flag of no documented command')
+    elif 'error' in loaded:
+      problems.append(f'{where}: {flag}: {loaded["error"]}')
     elif every_flag.get(base, {}).get('config') and '.' in flag_name:
       problems += check_field(where, flag.split('=')[0], flag_name.partition('.')[2],
                               'configs/default.py', info)

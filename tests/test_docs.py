@@ -79,6 +79,8 @@ BAD = {
     'lone_flag': ('Pass `--no_such_option=3`.', '--no_such_option=3 is a flag of no documented'),
     'lone_field': ('Set `--config.no_such_field`.',
                    "configs/default.py has no field 'no_such_field'"),
+    'lone_config': ('Or `--config=configs/annotations.py:quick`.',
+                    "configs/annotations.py:quick: the argument is 'smoke' or nothing"),
     'extra': ("`pip install -e '.[no_such_extra]'`",
               'pip extra [no_such_extra] is not in pyproject.toml'),
 }

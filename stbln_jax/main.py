@@ -1,4 +1,4 @@
-r"""Trains or evaluates a network on NTU RGB+D skeletons.
+r"""Trains or evaluates a network on a built dataset of skeletons or keypoints.
 
   python -m stbln_jax.main --config=configs/cv.py --workdir=/tmp/cv_bilinear \
       --config.model.mixer=bilinear --config.model.aggregate_at=6

@@ -24,6 +24,15 @@ BENCHMARKS = {
 }
 
 
+def dataset_decides(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Unsets the model fields a built dataset decides: its classes, skeleton layout and
+  (M, V, C) then come from the dataset (configs for one's own data)."""
+  for name, kind in (('num_classes', int), ('layout', str), ('num_persons', int),
+                     ('num_joints', int), ('in_channels', int)):
+    config.model[name] = config_dict.placeholder(kind)
+  return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   benchmark, _, stream = (arg or 'cv').partition(',')
   if benchmark not in BENCHMARKS:
@@ -45,7 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.arch = 'released'
   # The 2s-AGCN layer sizes; the network uses the first `num_layers` of them.
   model.channels = (64, 64, 64, 64, 128, 128, 128, 256, 256, 256)
-  model.strides = (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+  # Temporal strides, one per layer. None: 2 where a layer after the first widens the
+  # channels, 1 elsewhere, i.e. (1, 1, 1, 1, 2, 1, 1, 2, 1, 1) for the channels above; so
+  # `--config.model.channels='(32,32,64,64)'` alone gives strides (1, 1, 2, 1).
+  model.strides = config_dict.placeholder(tuple)
   model.num_layers = 10
   # λ: the layer (1-based) that aggregates the V joints into one node (Fig. 3-5).
   # None means no aggregation. Only the bilinear mixer can aggregate.
@@ -56,13 +68,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Â normalisation: 'mean' (2s-AGCN: every joint averages its neighbours in a partition)
   # or 'symmetric' (D_out^-1/2 A D_in^-1/2).
   model.adjacency_normalization = 'mean'
+  # What the dataset decides (`models.DATASET_FIELDS`): the classes, the skeleton layout
+  # (stbln_jax.data.layouts: Â of Eqs. (1)-(3) and the bone tree) and the input's
+  # (M, V, C). These are NTU's; a field set to None takes the dataset's value
+  # (configs/annotations.py unsets them all), and a set one must agree with it.
   model.num_classes = 60
-  # The skeleton layout (stbln_jax.data.layouts): Â of Eqs. (1)-(3) and the bone tree.
-  # It and (num_persons, num_joints, in_channels) must match the dataset's.
   model.layout = 'ntu25'
   model.num_persons = 2
   model.num_joints = 25
   model.in_channels = 3
+  # A layout file's layout ({'name', 'joints', 'bones', 'centre'}), copied from a
+  # dataset built with one; None for a registered layout.
+  model.custom_layout = None
   # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
   model.dtype = 'float32'
   # Temporal convolution: 'auto' ('dft' on CPU, XLA's own convolution elsewhere), 'dft'
@@ -78,6 +95,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ntu_rgbd/xsub120, ntu_rgbd/xset120.
   config.dataset = dataset
   config.data_dir = config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets).
+  # How the dataset's records were made (None: the dataset's, as training found it): an
+  # NTU builder's '2s-agcn' or 'tracked', or a 3D annotation normalisation such as
+  # 'centre=every_frame:SpineMid' (stbln_jax.data.annotations.Normalization). Prediction,
+  # export and streaming prepare raw samples the same way.
+  config.preprocessing = config_dict.placeholder(str)
   # 'joint', 'bone', 'joint_motion' or 'bone_motion'.
   config.stream = stream
   config.num_frames = 300  # frames of every model input

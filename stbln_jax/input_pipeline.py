@@ -7,9 +7,11 @@ to `config.num_frames`, training augmentation and the choice of stream. Grain
 runs the batch loads ahead of the consumer (threads, or `config.worker_count`
 processes).
 
-A dataset says what its samples are: (M, V, C) from its 'skeleton' feature and
-the skeleton layout and channels from its metadata (none: NTU's 'ntu25',
-'xyz'); `Dataset` holds them and the loader uses them.
+A dataset says what its samples are: (M, V, C) from its 'skeleton' feature, and
+from its metadata the skeleton layout (a registered name, or a layout file's
+joints and bones: 'custom_layout'), the channels, M where the feature leaves it
+open ('num_persons') and the preprocessing of its records (none: NTU's 'ntu25',
+'xyz', the builder config's); `Dataset` holds them and the loader uses them.
 
 A batch is a dict of numpy arrays:
   'skeleton': float32 (B_local, T, M, V, C), T = num_frames; for evaluation
@@ -97,16 +99,20 @@ class Dataset:
 
   Attributes:
     sample_shape: (M, V, C) of every frame of a record.
-    layout: the `layouts` key of its V joints.
+    layout: the `layouts.Layout` of its V joints.
     channels: what its C channels hold (one of `preprocess.CHANNELS`).
+    preprocessing: how its records were made from the raw data: an NTU
+      builder's (`preprocess.PREPROCESSINGS`), a 3D annotation normalisation
+      (`annotations.Normalization.spec`), or None (keypoints as given).
   """
   name: str
   data_dir: str | None
   split_sizes: Mapping[str, int]
   class_names: tuple[str, ...]
   sample_shape: tuple[int, int, int] = (2, 25, 3)
-  layout: str = DEFAULT_LAYOUT
+  layout: layouts.Layout = layouts.NTU25
   channels: str = DEFAULT_CHANNELS
+  preprocessing: str | None = None
   _readers: dict = dataclasses.field(default_factory=dict, repr=False,
                                      compare=False)
 
@@ -138,25 +144,35 @@ class Dataset:
     return names
 
 
-def _sample_description(name: str, info) -> tuple[tuple[int, int, int], str, str]:
+def _metadata(info) -> dict:
+  """A built dataset's metadata, read from its files (`get` on TFDS's own dict would
+  give the builder's defaults)."""
+  return dict(info.metadata.items()) if info.metadata else {}
+
+
+def _sample_description(name: str, info) -> tuple[tuple[int, int, int],
+                                                  layouts.Layout, str]:
   """((M, V, C), layout, channels) of a dataset, checked against each other."""
-  shape = tuple(info.features['skeleton'].shape[1:])
-  metadata = info.metadata or {}
-  layout = metadata.get('layout', DEFAULT_LAYOUT)
-  channels = metadata.get('channels', DEFAULT_CHANNELS)
-  if len(shape) != 3 or None in shape:
-    raise ValueError(f'{name}: its skeleton feature has shape '
-                     f'{info.features["skeleton"].shape}, not (T, M, V, C)')
-  if layout not in layouts.LAYOUTS:
-    raise ValueError(f'{name}: its metadata names layout {layout!r}, not one of '
-                     f'{sorted(layouts.LAYOUTS)}')
+  feature_shape = tuple(info.features['skeleton'].shape)
+  metadata = _metadata(info)
+  channels = metadata.get('channels') or DEFAULT_CHANNELS
+  try:
+    layout = layouts.from_fields(metadata.get('layout'), metadata.get('custom_layout'))
+  except ValueError as e:
+    raise ValueError(f'{name}: its metadata names no usable layout: {e}') from None
   if channels not in preprocess.CHANNELS:
     raise ValueError(f'{name}: its metadata names channels {channels!r}, not '
                      f'one of {preprocess.CHANNELS}')
-  joints = layouts.get_layout(layout).num_joints
-  if shape[1:] != (joints, len(channels)):
+  if len(feature_shape) != 4:
+    raise ValueError(f'{name}: its skeleton feature has shape {feature_shape}, not '
+                     f'(T, M, V, C)')
+  m, v, c = feature_shape[1:]
+  shape = (m or metadata.get('num_persons') or preprocess.NUM_PERSONS,
+           v or layout.num_joints, c)
+  if shape[1:] != (layout.num_joints, len(channels)):
     raise ValueError(f'{name}: samples of (M, V, C)={shape} do not hold layout '
-                     f'{layout!r} ({joints} joints) with channels {channels!r}')
+                     f'{layout.name!r} ({layout.num_joints} joints) with channels '
+                     f'{channels!r}')
   return shape, layout, channels
 
 
@@ -177,11 +193,14 @@ def open_dataset(config) -> Dataset:
         f'{builder.data_dir_root}; build it first with: {command}')
   info = builder.info
   shape, layout, channels = _sample_description(config.dataset, info)
+  preprocessing = _metadata(info).get('preprocessing')
   return Dataset(
       name=config.dataset, data_dir=config.data_dir,
       split_sizes={k: v.num_examples for k, v in info.splits.items()},
       class_names=tuple(info.features['label'].names),
-      sample_shape=shape, layout=layout, channels=channels)
+      sample_shape=shape, layout=layout, channels=channels,
+      preprocessing=preprocessing or getattr(builder.builder_config, 'preprocessing',
+                                             None))
 
 
 def steps_per_epoch(config) -> int:
@@ -229,8 +248,10 @@ def _feature(record: bytes, key: str):
 
 
 def _skeleton_and_label(features, shape: Sequence[int]) -> tuple[np.ndarray, int]:
-  skeleton = np.frombuffer(features['skeleton'].bytes_list.value[0],
-                           np.float32).reshape(-1, *shape)
+  # A feature with one unknown dimension is its bytes; with more (the persons of
+  # annotation records), the bytes and the shape.
+  raw = features['skeleton' if 'skeleton' in features else 'skeleton/value']
+  skeleton = np.frombuffer(raw.bytes_list.value[0], np.float32).reshape(-1, *shape)
   return skeleton, features['label'].int64_list.value[0]
 
 
@@ -266,7 +287,7 @@ class Transform:
   docstring). Plain values, so that grain's worker processes can take it."""
   num_frames: int
   stream: str = 'joint'
-  layout: str = DEFAULT_LAYOUT
+  layout: str | layouts.Layout = DEFAULT_LAYOUT
   channels: str = DEFAULT_CHANNELS
   sampling: str = 'pad'
   crop_interval: tuple[float, float] = (0.5, 1.0)
@@ -282,7 +303,8 @@ class Transform:
   isotropic_scale: float = 0.0
 
   @classmethod
-  def from_config(cls, config, *, layout: str, channels: str) -> Transform:
+  def from_config(cls, config, *, layout: str | layouts.Layout,
+                  channels: str) -> Transform:
     """The transform of `config` for records of `layout` and `channels`."""
     augmentation = config.get('augment') or {}
     return cls(
@@ -336,16 +358,8 @@ class Transform:
 
   def eval(self, x: np.ndarray) -> np.ndarray:
     """(num_frames, M, V, C), or (K, num_frames, M, V, C) with K test clips."""
-    x = self._per_frame(x, None)
-    if self.sampling == 'crop_resize':
-      return augment.crop_resize(x, self.num_frames, (self.test_crop,))
-    if self.sampling == 'uniform':
-      clips = x[augment.eval_clip_indices(len(x), self.num_frames,
-                                          self.num_test_clips)]
-      return clips if self.test_clips > 1 else clips[0]
-    if self.sampling == 'random_sorted':
-      return x[augment.spread_indices(len(x), self.num_frames)]
-    return preprocess.pad_or_crop(x, self.num_frames)
+    return augment.eval_frames(self._per_frame(x, None), self.num_frames,
+                               self.sampling, self.test_crop, self.test_clips)
 
   @property
   def test_clips(self) -> int:

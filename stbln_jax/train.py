@@ -97,22 +97,22 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
       raise models.ConfigError(f'{name}={config[name]} must be at least 1')
 
 
-def _check_dataset(config: ml_collections.ConfigDict,
-                   dataset: input_pipeline.Dataset) -> int:
-  """Steps per epoch, or ConfigError if the splits or the sample shape cannot be used."""
-  evaluate.check_dataset(config, dataset)
-  for name in ('train_split', 'eval_split'):
-    if config[name] not in dataset.split_sizes:
-      raise models.ConfigError(f'{name}={config[name]!r}: {config.dataset} has no such '
-                               f'split; choose one of {sorted(dataset.split_sizes)}')
+def fit_to_dataset(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset
+                   ) -> tuple[ml_collections.ConfigDict, int]:
+  """The config with the dataset's fields where unset (`evaluate.fit_to_dataset`) and
+  the steps per epoch, or one ConfigError naming everything that does not fit: the
+  model fields, the splits, a batch larger than a training epoch (the training split,
+  `repeat` times)."""
+  problems = []
   repeat = config.get('repeat', 1)
-  steps = dataset.steps_per_epoch(config.train_split, config.batch_size, repeat)
-  if steps < 1:
-    raise models.ConfigError(
-        f'batch_size={config.batch_size} is larger than the '
-        f'{dataset.num_examples(config.train_split)} examples of {config.dataset}/'
-        f'{config.train_split} (repeat={repeat}); use a smaller batch')
-  return steps
+  if config.train_split in dataset.split_sizes:
+    size = dataset.num_examples(config.train_split)
+    if size * repeat < config.batch_size:
+      problems.append(f'batch_size={config.batch_size} is larger than the {size} examples '
+                      f'of {config.train_split} (repeat={repeat})')
+  config = evaluate.fit_to_dataset(config, dataset, splits=('train_split', 'eval_split'),
+                                   problems=problems)
+  return config, dataset.steps_per_epoch(config.train_split, config.batch_size, repeat)
 
 
 # ---- Optimizer and schedule ------------------------------------------------------
@@ -363,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   config = demo.prepare_data(config, workdir)
   dataset = input_pipeline.open_dataset(config)
-  steps_per_epoch = _check_dataset(config, dataset)
+  config, steps_per_epoch = fit_to_dataset(config, dataset)
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
   schedule = learning_rate_schedule(config, steps_per_epoch)

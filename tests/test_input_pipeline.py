@@ -19,6 +19,7 @@ from stbln_jax import models
 from stbln_jax import train
 from stbln_jax.data import augment
 from stbln_jax.data import build
+from stbln_jax.data import layouts
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 from stbln_jax.data import synthetic
@@ -301,10 +302,11 @@ def pose_config(data_dir, **overrides):
 def test_a_dataset_says_its_sample_shape_layout_and_channels(pose_data_dir, config):
   dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
   assert (dataset.sample_shape, dataset.layout, dataset.channels) == (
-      (2, 17, 3), 'coco17', 'xys')
-  assert dataset.class_names == POSE_CLASSES
+      (2, 17, 3), layouts.COCO17, 'xys')
+  assert dataset.class_names == POSE_CLASSES and dataset.preprocessing is None
   ntu = input_pipeline.open_dataset(config)
-  assert (ntu.sample_shape, ntu.layout, ntu.channels) == ((2, 25, 3), 'ntu25', 'xyz')
+  assert (ntu.sample_shape, ntu.layout, ntu.channels, ntu.preprocessing) == (
+      (2, 25, 3), layouts.NTU25, 'xyz', '2s-agcn')
 
 
 def test_pipeline_reads_a_coco17_dataset(pose_data_dir):
@@ -328,17 +330,36 @@ def test_pipeline_reads_a_coco17_dataset(pose_data_dir):
   assert len(names[0]) > 32
 
 
-def test_model_config_must_match_the_dataset(pose_data_dir):
+def test_a_config_that_contradicts_the_dataset_is_one_line_naming_every_mismatch(
+    pose_data_dir):
   dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
-  with pytest.raises(models.ConfigError,
-                     match=r'model.\(num_persons, num_joints, in_channels\)=\(2, 25, 3\), '
-                           r'but tiny_poses holds samples of \(M, V, C\)=\(2, 17, 3\)'):
-    evaluate.check_dataset(default.get_config(), dataset)
-  config = pose_config(pose_data_dir)
+  with pytest.raises(models.ConfigError) as error:
+    train.fit_to_dataset(default.get_config(), dataset)
+  message = str(error.value)
+  assert '\n' not in message and message.startswith('the config does not fit dataset '
+                                                     'tiny_poses: ')
+  for fragment in ('model.num_classes=60, but it has 3 classes',
+                   "model.layout='ntu25', but its skeletons are 'coco17'",
+                   'model.num_joints=25, but its skeletons have 17 joints',
+                   "train_split='train' is not one of its splits ['xsub_train', 'xsub_val']",
+                   "eval_split='test' is not one of its splits"):
+    assert fragment in message, fragment
+  config = pose_config(pose_data_dir, batch_size=12)
   config.model.layout = 'openpose18'
-  with pytest.raises(models.ConfigError, match="set model.layout='coco17'"):
-    evaluate.check_dataset(config, dataset)
-  evaluate.check_dataset(pose_config(pose_data_dir), dataset)
+  with pytest.raises(models.ConfigError, match=r"model.layout='openpose18', but its "
+                     r"skeletons are 'coco17'; batch_size=12 is larger than the 8 examples"):
+    train.fit_to_dataset(config, dataset)
+
+
+def test_unset_model_fields_are_the_datasets(pose_data_dir):
+  config = default.dataset_decides(pose_config(pose_data_dir))
+  dataset = input_pipeline.open_dataset(config)
+  fitted, steps = train.fit_to_dataset(config, dataset)
+  assert steps == 2 and config.model.num_classes is None  # a copy
+  assert (fitted.model.num_classes, fitted.model.layout, fitted.model.num_persons,
+          fitted.model.num_joints, fitted.model.in_channels) == (3, 'coco17', 2, 17, 3)
+  assert fitted.model.custom_layout is None and fitted.preprocessing is None
+  models.create_model(fitted.model)
 
 
 def test_default_loader_is_the_papers_padding_whatever_the_seed_and_epoch(config):

@@ -125,7 +125,7 @@ def test_records_hold_each_clip_as_recorded_with_one_person(built):
 
 def test_the_dataset_handle_says_one_person_of_twenty_kinect_joints(built):
   dataset = input_pipeline.open_dataset(ucla_config(built[0]))
-  assert (dataset.sample_shape, dataset.layout, dataset.channels) == (
+  assert (dataset.sample_shape, dataset.layout.name, dataset.channels) == (
       (1, 20, 3), 'kinect20', 'xyz')
   assert dataset.class_names == nw_ucla.ACTION_NAMES
 

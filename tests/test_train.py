@@ -300,7 +300,9 @@ def test_checkpoints_keep_the_last_ones_and_the_best(tmp_path):
     ('demo.py', 'ntu_rgbd/xview', 'joint', 60),
     ('ntu_modern.py', 'ntu_rgbd/xsub', 'joint', 60),
     ('ntu_modern.py:cs120', 'ntu_rgbd/xsub120', 'joint', 120),
-    ('coco17.py', 'pose_annotations/coco17_2d', 'joint', 60),
+    ('coco17.py', 'pose_annotations/coco17_2d', 'joint', None),  # the dataset's
+    ('annotations.py', 'pose_annotations/custom_2d', 'joint', None),
+    ('annotations.py:smoke', 'pose_annotations/custom_2d', 'joint', None),
     ('ucla.py', 'nw_ucla/xview', 'joint', 10),
     ('ucla.py:cpu', 'nw_ucla/xview', 'joint', 10),
     ('ucla.py:cpu,bone_motion', 'nw_ucla/xview', 'bone_motion', 10),
@@ -337,8 +339,12 @@ def test_the_paper_recipe_is_the_default_and_the_modern_one_changes_only_trainin
           modern.warmup_epochs, modern.label_smoothing) == ('crop_resize', 64, 'cosine', 5,
                                                             0.1)
   coco = train_config('coco17.py')
-  assert (coco.model.layout, coco.model.num_joints, coco.model.in_channels) == (
-      'coco17', 17, 3)
+  # The dataset decides the classes, the layout and (M, V, C).
+  assert all(coco.model[f] is None for f in models.DATASET_FIELDS)
+  own = train_config('annotations.py')
+  assert all(own.model[f] is None for f in models.DATASET_FIELDS)
+  assert own.model.channels == paper.model.channels and own.model.strides is None
+  assert models.strides_of(own.model) == (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
   assert (coco.train_split, coco.eval_split) == ('xsub_train', 'xsub_val')
   assert (coco.temporal_sampling, coco.num_frames, coco.num_test_clips) == (
       'uniform', 100, 10)

@@ -31,6 +31,8 @@ Temporal (records hold their own length T; out: `num_frames` frames):
   random_sorted_indices, spread_indices
                  CTR-GCN's NW-UCLA sampling: random frames (repeats allowed) in
                  time order; at test floor(linspace(0, T - 1, num_frames)).
+`eval_frames` is the evaluation's sampling by name ('pad', 'crop_resize',
+'uniform', 'random_sorted'), which the input pipeline and `serving` share.
 """
 
 from __future__ import annotations
@@ -217,3 +219,19 @@ def eval_clip_indices(length: int, clip_len: int, num_clips: int,
     start = i if length < num_clips else i * length // num_clips
     clips.append(uniform_indices(length, clip_len, rng, start=start % length))
   return np.stack(clips)
+
+
+def eval_frames(x: np.ndarray, num_frames: int, sampling: str = 'pad',
+                test_crop: float = 0.95, num_test_clips: int = 1) -> np.ndarray:
+  """The evaluation's `num_frames` frames of x (T, ...) by `sampling`: 'pad' repeats
+  or cuts (`preprocess.pad_or_crop`), 'crop_resize' takes the centre `test_crop`,
+  'uniform' the fixed test clips, (K, num_frames, ...) when K = `num_test_clips` > 1,
+  'random_sorted' evenly spread frames (`spread_indices`)."""
+  if sampling == 'crop_resize':
+    return crop_resize(x, num_frames, (test_crop,))
+  if sampling == 'uniform':
+    clips = x[eval_clip_indices(len(x), num_frames, num_test_clips)]
+    return clips if num_test_clips > 1 else clips[0]
+  if sampling == 'random_sorted':
+    return x[spread_indices(len(x), num_frames)]
+  return preprocess.pad_or_crop(x, num_frames)

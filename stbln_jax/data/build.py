@@ -42,8 +42,8 @@ def builder_config(dataset: str):
 
 def preprocessing_of(dataset: str) -> str | None:
   """The preprocessing of an `ntu_rgbd` dataset's raw files; None for annotation
-  and NW-UCLA records, which hold the keypoints as given (2D ones normalised by
-  the image size)."""
+  records (their 3D normalisation, if any, is in the dataset's metadata and a run's
+  `config.preprocessing`) and NW-UCLA records (each clip as recorded)."""
   return getattr(builder_config(dataset), 'preprocessing', None)
 
 
@@ -159,23 +159,30 @@ def build_dataset(
     num_workers: int | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    max_persons: int | None = None,
+    normalization: pose_annotations.Normalization | None = None,
 ) -> BuildSummary:
   """Parses the raw data under `manual_dir` into `name`'s records.
 
   Args:
     name: 'ntu_rgbd/<config>' with config xview, xsub, xsub120 or xset120
       (each also `<config>_tracked`), 'pose_annotations/<layout>_<kind>'
-      (e.g. 'pose_annotations/coco17_2d'), or 'nw_ucla' ('nw_ucla/xview').
+      (e.g. 'pose_annotations/coco17_2d'; layout 'custom' reads the manual
+      dir's layout.json), or 'nw_ucla' ('nw_ucla/xview').
     manual_dir: for ntu_rgbd, searched recursively for `.skeleton` files; for
       pose_annotations, a folder with one `.pkl` annotation file or an
-      OpenPose JSON tree, and optionally classes.txt; for nw_ucla, searched
-      recursively for the `.json` clips (None: TFDS's default
-      `<data_dir>/downloads/manual`).
+      OpenPose JSON tree, optionally classes.txt, and layout.json for the
+      custom configs; for nw_ucla, searched recursively for the `.json` clips
+      (None: TFDS's default `<data_dir>/downloads/manual`).
     data_dir: TFDS data dir (None: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
     num_workers: processes parsing `.skeleton` files (None: all cores; 1:
       this process only); annotations are converted in this process.
     overwrite: rebuild even if the dataset exists.
-    quiet: no progress bars and no TFDS messages on stdout.
+    quiet: no progress bars.
+    max_persons: pose_annotations: keep at most this many persons a sample
+      (None: the most an annotation of the file has).
+    normalization: pose_annotations '3d' configs: how to normalise the
+      keypoints (None: as given).
 
   Returns:
     The `BuildSummary`; `str(summary.format())` is the report to print.
@@ -191,8 +198,14 @@ def build_dataset(
     raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
   if manual_dir is not None and not any(pathlib.Path(manual_dir).iterdir()):
     raise FileNotFoundError(f'manual_dir {manual_dir} is empty')
-  kwargs = ({'num_workers': num_workers}
-            if builder_cls is ntu_rgbd.NtuRgbd else {})
+  if builder_cls is pose_annotations.PoseAnnotations:
+    kwargs = {'max_persons': max_persons, 'normalization': normalization}
+  elif max_persons is not None or normalization is not None:
+    raise ValueError(f'{name}: max_persons and a normalisation are options of the '
+                     f'pose_annotations builder')
+  else:
+    kwargs = ({'num_workers': num_workers} if builder_cls is ntu_rgbd.NtuRgbd
+              else {})
   builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
@@ -200,8 +213,9 @@ def build_dataset(
   start = time.perf_counter()
   with contextlib.ExitStack() as stack:
     stack.enter_context(_progress_bars(not quiet))
-    if quiet:
-      stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    # TFDS prints that it is downloading (nothing: the data are local) and where
+    # the dataset went; the summary says it.
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         download_mode=mode))

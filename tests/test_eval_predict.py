@@ -406,5 +406,5 @@ def test_predict_uses_the_preprocessing_its_dataset_was_built_with():
   assert build.channels_of('pose_annotations/coco17_2d') == 'xys'
   assert build.channels_of('pose_annotations/openpose18_2d_xy') == 'xy'
   assert build.channels_of('ntu_rgbd/xview') == 'xyz'
-  with pytest.raises(ValueError, match='neither'):
+  with pytest.raises(ValueError, match='is not an ntu_rgbd, pose_annotations or nw_ucla'):
     build.builder_config('mnist/x')

@@ -202,7 +202,7 @@ def test_a_one_person_network_trains_on_the_recipe(trained):
   assert summary['num_examples'] == len(TEST_NAMES)
 
 
-def test_a_one_person_export_streams_each_window_as_evaluation_inputs_it(
+def test_a_one_person_export_prepares_and_streams_inputs_as_evaluation_does(
     trained, tmp_path):
   config, workdir, _ = trained
   output = str(tmp_path / 'ucla.stablehlo')
@@ -211,16 +211,20 @@ def test_a_one_person_export_streams_each_window_as_evaluation_inputs_it(
   assert (meta['layout'], meta['channels'], meta['stream']) == ('kinect20', 'xyz', 'bone')
   assert (meta['center_joint'], meta['normalization']) == (1, 'minmax')
   model = serving.load(output)
+  # `prepare` makes a record (86 frames) the input evaluation makes of it.
+  record = np.asarray(_skeletons('a08_s03_e00_v03'), np.float32)[:, None]
+  evaluation = input_pipeline.Transform.from_config(config, layout='kinect20',
+                                                    channels='xyz')
+  np.testing.assert_allclose(model.prepare(record), evaluation.eval(record)[None],
+                             atol=1e-6)
   window, hop = 20, 30
   recognizer = stream.Recognizer(model, window=window, hop=hop, top_k=3)
-  clip = np.asarray(_skeletons('a08_s03_e00_v03'), np.float32)  # 86 frames
-  predictions = [p for p in (recognizer.push(frame[None]) for frame in clip) if p]
+  predictions = [p for p in map(recognizer.push, record) if p]
   assert [p.frame for p in predictions] == [19, 49, 79]
   # Evaluation of a clip of the window's frames, sampled to the window's length.
-  transform = dataclasses.replace(input_pipeline.Transform.from_config(
-      config, layout='kinect20', channels='xyz'), num_frames=window)
+  transform = dataclasses.replace(evaluation, num_frames=window)
   for p in predictions:
-    frames = clip[p.frame + 1 - window:p.frame + 1, None]
+    frames = record[p.frame + 1 - window:p.frame + 1]
     expected = model(transform.motion(transform.eval(frames)[None]))[0]
     np.testing.assert_allclose(p.logits, expected, rtol=1e-5, atol=1e-5)
     assert [name for name, _ in p.actions][0] == nw_ucla.ACTION_NAMES[

@@ -3,7 +3,7 @@
 Written from the layout of negarhdr/skeleton-based-action-recognition (`model/stbln.py`,
 `model/agcn.py`, `model/stgcn.py`; OpenDR holds the same modules): the same layers, the
 same initialisation and the same `state_dict` names, so the authors' checkpoints load with
-`load_state_dict` and `stbln_jax.torch_import` converts these networks' weights. Input
+`load_state_dict` and `stbln_jax.import_torch` converts these networks' weights. Input
 (N, C, T, V, M), logits (N, classes).
 
     network  mixer            spatial step of a layer                          parameters*

@@ -1,13 +1,14 @@
 r"""NTU RGB+D 60 cross-subject from 2D COCO-17 keypoints (x, y, score), PYSKL-style.
 
-  python -m data_prep.build pose_annotations/coco17_2d --manual_dir=DIR
+  python -m data_prep.build pose_annotations/coco17_2d --manual_dir=DIR --max_persons=2
   python -m stbln_jax.main --config=configs/coco17.py --workdir=...
 
 DIR holds PYSKL's ntu60_hrnet.pkl (HRNet keypoints of every NTU-60 video), whose splits
-'xsub_train' and 'xsub_val' are NTU-60's cross-subject ones. The builder normalises
-x and y to [-1, 1] by the image size and keeps the detector's score as the third
-channel (the dataset's metadata says layout 'coco17', channels 'xys'); rotation and
-scaling leave that channel alone.
+'xsub_train' and 'xsub_val' are NTU-60's cross-subject ones; PYSKL keeps the two persons
+of highest score, as `--max_persons=2` does. The builder normalises x and y to [-1, 1] by
+the image size and keeps the detector's score as the third channel; the dataset decides
+the model's classes (60), layout ('coco17') and (M, V, C) = (2, 17, 3)
+(`default.dataset_decides`). Rotation and scaling leave the score alone.
 
 The recipe is configs/ntu_modern.py's with PYSKL's 2D sampling and schedule
 (configs/stgcn++/stgcn++_ntu60_xsub_hrnet/j.py): `UniformSample(clip_len=100)` in
@@ -16,19 +17,15 @@ training and 10 test clips whose class probabilities are averaged, weight decay 
 rotation is in the image plane.
 """
 
+from configs import default
 from configs import ntu_modern
 
 
 def get_config():
-  config = ntu_modern.get_config('cs')
+  config = default.dataset_decides(ntu_modern.get_config('cs'))
   config.dataset = 'pose_annotations/coco17_2d'
   config.train_split = 'xsub_train'
   config.eval_split = 'xsub_val'
-
-  config.model.layout = 'coco17'
-  config.model.num_joints = 17
-  config.model.in_channels = 3  # x, y, score
-  config.model.num_classes = 60
 
   config.num_frames = 100
   config.temporal_sampling = 'uniform'

@@ -1,7 +1,7 @@
 r"""What a trained run's spatial mixers learned: the paper's two observations, measured.
 
   python -m stbln_jax.analyze --workdir=runs/cv_symmetric
-  python -m stbln_jax.analyze --workdir=runs/cv_bilinear --checkpoint_step=1000
+  python -m stbln_jax.analyze --workdir=runs/cv_bilinear --checkpoint_step=best
 
 Writes <workdir>/analysis/report.md and one PNG per layer: per partition p, heatmaps of
 Â_p, the learned matrix (M_p, L_p L_pᵀ or U_p) and the effective U_p the layer applies
@@ -13,7 +13,8 @@ Writes <workdir>/analysis/report.md and one PNG per layer: per partition p, heat
     distance is the reference);
 and, for a layer that aggregates joints (V_out < V_in, layer λ), which joints each new
 node draws on. Â and the joint names are those of the run's skeleton layout
-(`config.model.layout`, default 'ntu25').
+(`config.model.layout`, or a layout file's copied from its dataset; default 'ntu25'); the
+heatmaps label every row and column with its joint's name.
 """
 
 import dataclasses
@@ -28,6 +29,7 @@ import numpy as np
 from stbln_jax import cli
 from stbln_jax import graph
 from stbln_jax import mixers
+from stbln_jax import models
 from stbln_jax.data import layouts
 
 FLAGS = flags.FLAGS
@@ -36,12 +38,13 @@ FLAGS = flags.FLAGS
 def _define_flags():
   # Only when run as a program: `stbln_jax.sweep` and `stbln_jax.main` also define --workdir.
   flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
-  flags.DEFINE_integer('checkpoint_step', None, 'The checkpoint (default: latest).')
+  from stbln_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('checkpoint_step', None, checkpoint.STEP_HELP)
   flags.DEFINE_string('out', None, 'Output directory (default: <workdir>/analysis).')
   flags.DEFINE_integer('top_joints', 5, 'Joints listed per aggregated node.')
 
 
-def load_run(workdir: str, step: int | None = None) -> tuple[Any, dict, int]:
+def load_run(workdir: str, step: int | str | None = None) -> tuple[Any, dict, int]:
   """(config, params, step) of a run's checkpoint: the one place that reads a run."""
   from stbln_jax import checkpoint, sharding, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   config = workdir_lib.load_config(workdir)
@@ -80,7 +83,7 @@ class LayerMatrices:
   learned: np.ndarray
   effective: np.ndarray        # the U_p the layer applies
   a_hat: np.ndarray | None     # None for the bilinear mixer
-  layout: str = 'ntu25'
+  layout: str | layouts.Layout = 'ntu25'
 
   def joint_names(self) -> tuple[str, ...]:
     """Names of the V_in input nodes: the layout's joints, or 'node k' if V differs."""
@@ -97,7 +100,8 @@ class LayerMatrices:
 
 
 def layer_matrices(mixer: str, layer: int, mixer_params: dict,
-                   a_hat: np.ndarray | None, layout: str = 'ntu25') -> LayerMatrices:
+                   a_hat: np.ndarray | None,
+                   layout: str | layouts.Layout = 'ntu25') -> LayerMatrices:
   """The learned and effective matrices of one mixer's parameters (Eqs. 1-4)."""
   if 'U' in mixer_params:
     u = np.asarray(mixer_params['U'], np.float32)
@@ -124,7 +128,7 @@ def network_matrices(config, params: dict) -> list[LayerMatrices]:
   Layers after λ have no node map (Fig. 3, 'lean') or a 1×1 one ('released'): left out.
   """
   mixer = config.model.mixer
-  layout = config.model.get('layout', 'ntu25')
+  layout = models.layout_of(config.model)
   a_hat = None
   if mixer != 'bilinear':
     a_hat = graph.adjacency(layout, config.model.get('adjacency_normalization', 'mean'))
@@ -183,36 +187,54 @@ def _pyplot():
   return plt
 
 
+# Inches per joint of a heatmap's side (room for its name), and the least a figure
+# is wide: it stays legible at the report's width.
+_INCHES_PER_JOINT = 0.17
+_MIN_WIDTH = 7.0
+_DPI = 110
+
+
 def plot_layer(lm: LayerMatrices, path: str) -> None:
-  """One PNG: a row per partition; Â_p, the learned matrix and the effective U_p.
+  """One PNG of `layer_figure`."""
+  plt = _pyplot()
+  fig = layer_figure(lm)
+  fig.savefig(path, dpi=_DPI)
+  plt.close(fig)
+
+
+def layer_figure(lm: LayerMatrices):
+  """A row per partition; Â_p, the learned matrix and the effective U_p, their rows and
+  columns labelled with the joints' names.
 
   A layer that aggregates (V_out < V_in) shows its weights per input joint as bars.
   """
   plt = _pyplot()
   p, v_out, v_in = lm.effective.shape
+  names = lm.joint_names()
   if v_out < v_in:
-    fig, axes = plt.subplots(p, 1, figsize=(10, 2.2 * p), squeeze=False)
-    names = lm.joint_names()
+    fig, axes = plt.subplots(p, 1, figsize=(max(_MIN_WIDTH, 0.3 * v_in + 1), 2.4 * p),
+                             squeeze=False)
     for part in range(p):
       ax = axes[part, 0]
       for node in range(v_out):
         ax.bar(np.arange(v_in) + node / (v_out + 1), lm.effective[part, node],
                width=1 / (v_out + 1), label=f'node {node + 1}')
       ax.set_xticks(np.arange(v_in))
-      ax.set_xticklabels(names, rotation=70, fontsize=6)
+      ax.set_xticklabels(names, rotation=70, fontsize=7)
       ax.set_title(f'layer {lm.layer}, partition {part}: U_p weights per joint', fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return
+    return fig
   columns = []
   if lm.a_hat is not None:
     columns.append(('Â_p', lm.a_hat))
   columns.append((f'learned {lm.learned_name}', lm.learned))
   if lm.mixer != 'bilinear':
     columns.append(('effective U_p', lm.effective))
-  fig, axes = plt.subplots(p, len(columns), figsize=(3.4 * len(columns), 3.0 * p),
+  side = max(3.4, _INCHES_PER_JOINT * v_in + 2.0)
+  fig, axes = plt.subplots(p, len(columns),
+                           figsize=(max(_MIN_WIDTH, side * len(columns)), side * p),
                            squeeze=False)
+  ticks = np.arange(v_in)
   for part in range(p):
     for c, (title, mats) in enumerate(columns):
       ax = axes[part, c]
@@ -222,15 +244,13 @@ def plot_layer(lm: LayerMatrices, path: str) -> None:
       ax.set_title(f'{title}, p={part}', fontsize=9)
       ax.set_xlabel('input joint', fontsize=7)
       ax.set_ylabel('output joint', fontsize=7)
-      ticks = np.arange(0, m.shape[0], 5)
-      ax.set_xticks(ticks, [str(t + 1) for t in ticks])  # joints numbered from 1
-      ax.set_yticks(ticks, [str(t + 1) for t in ticks])
-      ax.tick_params(labelsize=6)
+      ax.set_xticks(ticks, names, rotation=90)
+      ax.set_yticks(ticks, names)
+      ax.tick_params(labelsize=5)
       fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
   fig.suptitle(f'layer {lm.layer} ({lm.mixer})', fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  return fig
 
 
 # ---- The report ---------------------------------------------------------------
@@ -247,7 +267,7 @@ def write_report(config, params: dict, out_dir: str, *, title: str = '',
   if not layers:
     raise ValueError('the parameters hold no layer_<i>/mixer: nothing to analyse')
   v = layers[0].effective.shape[-1]
-  layout = config.model.get('layout', 'ntu25')
+  layout = models.layout_of(config.model).name
   lines = [f'# Spatial matrices of {title or "a trained network"}', '',
            f'Mixer: `{config.model.mixer}` ({len(layers)} layers with a node map; '
            f'λ = {config.model.aggregate_at}; layout `{layout}`). Asymmetry ‖X − Xᵀ‖_F / '
@@ -299,4 +319,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main)
+  from stbln_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  cli.run(main, input_errors=(checkpoint.CheckpointError,))

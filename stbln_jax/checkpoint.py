@@ -19,6 +19,9 @@ then reports the damaged one in one line, moves it aside to
 `workdir/checkpoints_unreadable/` (never deletes it) and takes the next older one;
 an explicitly requested step that cannot be read is a `CheckpointError` naming it
 and the steps that can.
+
+Readers name a checkpoint by its step, by `BEST` ('best': the one whose evaluation
+has the highest top-1, which the manager keeps) or by None (the latest).
 """
 
 import gc
@@ -34,6 +37,9 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'top1'
+BEST = 'best'  # the step of the checkpoint with the best evaluation
+STEP_HELP = ("A step number, or 'best': the checkpoint with the best evaluation (default: "
+             "latest).")
 UNREADABLE_DIR = 'checkpoints_unreadable'
 
 
@@ -145,9 +151,29 @@ def _check_same_network(manager: ocp.CheckpointManager, step: int,
           f'(config.json in its workdir)')
 
 
+def chosen_step(manager: ocp.CheckpointManager, step: int | str | None) -> int | None:
+  """The step a reader names (a number, its text, `BEST`), or None for the latest."""
+  if step is None or isinstance(step, int):
+    return step
+  if step != BEST:
+    try:
+      return int(step)
+    except ValueError:
+      raise CheckpointError(f'checkpoint step {step!r} is neither a step number nor '
+                            f'{BEST!r}') from None
+  scored = [(-_best_metric(manager.metrics(s) or {}), s) for s in manager.all_steps()]
+  scored = [score for score in scored if score[0] != float('inf')]
+  if not scored:
+    raise CheckpointError(f'no checkpoint in {manager.directory} was saved with an '
+                          f'evaluation, so none is the best; name a step (available: '
+                          f'{sorted(manager.all_steps()) or "none"})')
+  return min(scored)[1]  # the highest top-1, the earliest of ties
+
+
 def restore_variables(workdir: str, sharding: jax.sharding.Sharding,
-                      step: int | None = None) -> tuple[dict, dict, int]:
-  """({'params', 'batch_stats'}, progress, step) of checkpoint `step` (default: latest).
+                      step: int | str | None = None) -> tuple[dict, dict, int]:
+  """({'params', 'batch_stats'}, progress, step) of checkpoint `step` (default: latest;
+  `BEST`: the best evaluation's).
 
   Shapes come from the checkpoint itself, so no model or optimizer is needed; every
   array is placed with `sharding`. Unreadable checkpoints are handled as in `restore`.
@@ -163,7 +189,8 @@ def restore_variables(workdir: str, sharding: jax.sharding.Sharding,
     return ({'params': state['params'], 'batch_stats': state['batch_stats']},
             dict(restored['progress']))
   try:
-    (variables, progress), step = _restore_readable(manager, step, load)
+    (variables, progress), step = _restore_readable(manager, chosen_step(manager, step),
+                                                    load)
   finally:
     manager.close()
   return variables, progress, step

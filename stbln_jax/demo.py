@@ -26,6 +26,9 @@ from stbln_jax import models
 FORMATS = ('skeleton', 'coco17_pickle')
 # Where each format's raw files go under data_dir.
 _RAW_DIRS = {'skeleton': 'synthetic_skeletons', 'coco17_pickle': 'synthetic_coco17'}
+# How each is built: of the keypoint tracks (performers, and spurious detections) the
+# two of highest score are the persons, as PYSKL keeps them.
+_BUILD_OPTIONS = {'skeleton': {}, 'coco17_pickle': {'max_persons': 2}}
 
 
 def _write_raw(config: ml_collections.ConfigDict, fmt: str, raw_dir: str) -> str:
@@ -75,7 +78,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
     what = _write_raw(config, fmt, raw_dir)
     logging.info('Wrote %s to %s in %.1f s.', what, raw_dir, time.perf_counter() - start)
     summary = build.build_dataset(config.dataset, manual_dir=raw_dir,
-                                  data_dir=config.data_dir, quiet=True)
+                                  data_dir=config.data_dir, quiet=True, **_BUILD_OPTIONS[fmt])
     logging.info('Built %s', summary.format())
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('synthetic dataset built')

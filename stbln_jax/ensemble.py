@@ -4,7 +4,9 @@ r"""Score fusion of several streams (joint, bone, their motions), as in 2s-AGCN.
   python -m stbln_jax.ensemble --workdirs=J,B,JM,BM --weights=2,2,1,1
 
 Each workdir holds `scores_<split>.npz` written by evaluation (`--mode=eval`, or the
-end of training): per-sample names, labels and logits. Samples are matched by name.
+end of training): per-sample names, labels and logits; the split is the runs' evaluation
+split (`eval_split` of the first workdir's config.json) unless `--split` names another.
+Samples are matched by name.
 The fused score of a sample is Σ_s w_s · softmax(logits_s) by default: probabilities
 put the streams on one scale whatever their logit magnitudes. `--scores=logits`
 sums raw logits instead, which is what 2s-AGCN's ensemble script does.
@@ -28,7 +30,8 @@ def _define_flags():
   flags.DEFINE_list('workdirs', None, 'Workdirs of the streams to fuse.',
                     required=True)
   flags.DEFINE_list('weights', None, 'One weight per workdir (default: all 1).')
-  flags.DEFINE_string('split', 'test', 'Which scores_<split>.npz to fuse.')
+  flags.DEFINE_string('split', None,
+                      "Which scores_<split>.npz to fuse (default: the first run's eval_split).")
   flags.DEFINE_enum('scores', 'softmax', ['softmax', 'logits'],
                     'Fuse class probabilities or raw logits.')
 
@@ -58,8 +61,21 @@ def _aligned(streams: Sequence[dict], workdirs: Sequence[str]) -> list[dict]:
   return aligned
 
 
+def _scores(workdir: str, split: str) -> dict:
+  """The run's scores of `split`, or an InputError naming the splits it has scores of."""
+  try:
+    return workdir_lib.load_scores(workdir, split)
+  except FileNotFoundError:
+    have = workdir_lib.scored_splits(workdir)
+    hint = (f'it has scores of {", ".join(have)} (--split)' if have else
+            f'evaluate it first: python -m stbln_jax.main --mode=eval --workdir={workdir} '
+            f'--split={split}')
+    raise cli.InputError(f'{workdir_lib.scores_path(workdir, split)} not found; {hint}'
+                         ) from None
+
+
 def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
-         split: str = 'test', scores: str = 'softmax') -> dict:
+         split: str | None = None, scores: str = 'softmax') -> dict:
   """top-1, top-5 and mean class accuracy of each stream and of their weighted fusion.
 
   Returns:
@@ -76,7 +92,9 @@ def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
     raise cli.InputError(f'{len(weights)} weights for {len(workdirs)} workdirs')
   if scores not in ('softmax', 'logits'):
     raise cli.InputError(f"scores={scores!r} must be 'softmax' or 'logits'")
-  streams = _aligned([workdir_lib.load_scores(w, split) for w in workdirs], workdirs)
+  if split is None:
+    split = workdir_lib.load_config(workdirs[0]).eval_split
+  streams = _aligned([_scores(w, split) for w in workdirs], workdirs)
   labels = streams[0]['labels']
 
   def score(stream):
@@ -89,7 +107,7 @@ def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
             'top5': float(metrics.topk_correct(s, labels, 5).mean()),
             'mean_class_accuracy': metrics.mean_class_accuracy(cm)}
 
-  report = {'streams': [], 'num_examples': int(len(labels))}
+  report = {'streams': [], 'num_examples': int(len(labels)), 'split': split}
   fused = 0.0
   for workdir, weight, stream in zip(workdirs, weights, streams):
     s = score(stream)
@@ -100,7 +118,7 @@ def fuse(workdirs: Sequence[str], weights: Sequence[float] | None = None, *,
 
 
 def format_report(report: dict) -> str:
-  lines = [f'{report["num_examples"]} samples']
+  lines = [f'{report["num_examples"]} samples of {report["split"]}']
   for s in report['streams']:
     lines.append(f'  weight {s["weight"]:g}  top-1 {100 * s["top1"]:6.2f}%  '
                  f'top-5 {100 * s["top5"]:6.2f}%  mean class {100 * s["mean_class_accuracy"]:6.2f}%'

@@ -14,6 +14,7 @@ The authors report the best of their per-epoch evaluations; a run's reports give
 that best epoch next to the final checkpoint's own numbers.
 """
 
+import copy
 import functools
 import os
 from typing import Callable, Sequence
@@ -31,6 +32,7 @@ from stbln_jax import metrics as metrics_lib
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import layouts
 from stbln_jax.data import preprocess
 
 # What each entry of a run's list of evaluations holds.
@@ -61,14 +63,15 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                              f'{preprocess.STREAMS}')
   if config.num_frames < 1:
     raise models.ConfigError(f'num_frames={config.num_frames} must be positive')
-  _check_sampling(config)
+  _check_inputs(config)
   check_global_batch('eval_batch_size', config.eval_batch_size,
                      jax.device_count() if num_devices is None else num_devices,
                      jax.process_count() if num_processes is None else num_processes)
 
 
-def _check_sampling(config: ml_collections.ConfigDict) -> None:
-  """The temporal sampling fields (`input_pipeline.Transform`), or ConfigError."""
+def _check_inputs(config: ml_collections.ConfigDict) -> None:
+  """The normalisation and temporal sampling fields (`input_pipeline.Transform`), or
+  ConfigError."""
   sampling = config.get('temporal_sampling', 'pad')
   if sampling not in input_pipeline.SAMPLINGS:
     raise models.ConfigError(f'temporal_sampling={sampling!r} is not a sampling; choose '
@@ -80,6 +83,17 @@ def _check_sampling(config: ml_collections.ConfigDict) -> None:
   test_crop = config.get('test_crop', 0.95)
   if not 0.0 < test_crop <= 1.0:
     raise models.ConfigError(f'test_crop={test_crop} must be a fraction in (0, 1]')
+  min_frames = config.get('crop_min_frames', 1)
+  if min_frames < 1:
+    raise models.ConfigError(f'crop_min_frames={min_frames} must be at least 1')
+  center = config.get('center_joint')
+  if center is not None and not 0 <= center < config.model.num_joints:
+    raise models.ConfigError(f'center_joint={center} must be a joint of the '
+                             f'{config.model.num_joints} (0-based) or None')
+  normalization = config.get('normalization', 'none')
+  if normalization not in preprocess.NORMALIZATIONS:
+    raise models.ConfigError(f'normalization={normalization!r} must be one of '
+                             f'{preprocess.NORMALIZATIONS}')
   clips = config.get('num_test_clips', 1)
   if clips < 1:
     raise models.ConfigError(f'num_test_clips={clips} must be at least 1')
@@ -88,19 +102,65 @@ def _check_sampling(config: ml_collections.ConfigDict) -> None:
                              f'(it is {sampling!r}); set num_test_clips=1 for the others')
 
 
-def check_dataset(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset) -> None:
-  """The model's input shape and layout are the dataset's, or ConfigError."""
-  model = config.model
-  expected = (model.num_persons, model.num_joints, model.in_channels)
-  if expected != tuple(dataset.sample_shape):
+# ---- The config and the dataset --------------------------------------------------
+
+def dataset_mismatches(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset,
+                       splits: Sequence[str] = ('eval_split',)) -> list[str]:
+  """Everything `config` sets that contradicts `dataset`, one phrase each: the fields it
+  decides (`models.DATASET_FIELDS`, `preprocessing`) and the split fields `splits`."""
+  model, problems = config.model, []
+  m, v, c = dataset.sample_shape
+  for name, value, what in (
+      ('num_classes', len(dataset.class_names), f'it has {len(dataset.class_names)} classes'),
+      ('num_persons', m, f'its samples hold {m} person{"s" * (m != 1)}'),
+      ('num_joints', v, f'its skeletons have {v} joints'),
+      ('in_channels', c, f'its samples have {c} channels ({dataset.channels})')):
+    if model.get(name) is not None and model[name] != value:
+      problems.append(f'model.{name}={model[name]}, but {what}')
+  if model.get('layout') is not None or model.get('custom_layout'):
+    layout = models.layout_of(model)
+    if layout != dataset.layout:
+      other = (' (another layout of that name)' if layout.name == dataset.layout.name
+               else '')
+      problems.append(f'model.layout={layout.name!r}, but its skeletons are '
+                      f'{dataset.layout.name!r}{other}')
+  preprocessing = config.get('preprocessing')
+  if preprocessing is not None and preprocessing != dataset.preprocessing:
+    problems.append(f'preprocessing={preprocessing!r}, but its records were made with '
+                    f'{dataset.preprocessing!r}')
+  for name in splits:
+    if config[name] not in dataset.split_sizes:
+      problems.append(f'{name}={config[name]!r} is not one of its splits '
+                      f'{sorted(dataset.split_sizes)}')
+  return problems
+
+
+def fit_to_dataset(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset, *,
+                   splits: Sequence[str] = ('eval_split',),
+                   problems: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """A copy of `config` whose unset dataset fields are the dataset's.
+
+  Raises:
+    models.ConfigError: one line with every `dataset_mismatches` (and `problems`).
+  """
+  problems = dataset_mismatches(config, dataset, splits) + list(problems)
+  if problems:
     raise models.ConfigError(
-        f'model.(num_persons, num_joints, in_channels)={expected}, but {dataset.name} '
-        f'holds samples of (M, V, C)={tuple(dataset.sample_shape)}; set them to the '
-        f"dataset's")
-  layout = model.get('layout', input_pipeline.DEFAULT_LAYOUT)
-  if layout != dataset.layout:
-    raise models.ConfigError(f'model.layout={layout!r}, but {dataset.name} holds '
-                             f'{dataset.layout!r} skeletons; set model.layout={dataset.layout!r}')
+        f'the config does not fit dataset {dataset.name}: {"; ".join(problems)}. Leave '
+        f'the model fields unset to take the dataset\'s (as configs/annotations.py does) '
+        f'or set them to its values')
+  config = copy.deepcopy(config)
+  m, v, c = dataset.sample_shape
+  name, custom = layouts.custom_fields(dataset.layout)
+  with config.unlocked():
+    for field, value in (('num_classes', len(dataset.class_names)), ('layout', name),
+                         ('num_persons', m), ('num_joints', v), ('in_channels', c)):
+      if config.model.get(field) is None:
+        config.model[field] = value
+    config.model.custom_layout = custom
+    if config.get('preprocessing') is None:
+      config.preprocessing = dataset.preprocessing
+  return config
 
 
 # ---- The step --------------------------------------------------------------------
@@ -254,21 +314,22 @@ def describe(summary: dict) -> str:
 # ---- A saved run -----------------------------------------------------------------
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-             checkpoint_step: int | None = None, split: str | None = None) -> dict:
-  """Evaluates a checkpoint (default: latest) on a whole split; writes its reports."""
+             checkpoint_step: int | str | None = None, split: str | None = None) -> dict:
+  """Evaluates a checkpoint (default: latest; 'best': the best evaluation's) on a whole
+  split; writes its reports."""
   validate_config(config)
   split = config.eval_split if split is None else split
   dataset = input_pipeline.open_dataset(config)
-  if split not in dataset.split_sizes:
-    raise models.ConfigError(f'split {split!r}: {config.dataset} has no such split; '
-                             f'choose one of {sorted(dataset.split_sizes)}')
-  check_dataset(config, dataset)
+  problems = ([] if split in dataset.split_sizes else
+              [f'split {split!r} is not one of its splits {sorted(dataset.split_sizes)}'])
+  config = fit_to_dataset(config, dataset, splits=(), problems=problems)
   mesh = sharding.make_mesh()
   variables, progress, step = checkpoint.restore_variables(
       workdir, sharding.replicated(mesh), checkpoint_step)
   eval_fn = make_eval_step(models.create_model(config.model), mesh)
   result = evaluate_split(eval_fn, variables, config, mesh, split, dataset)
-  steps_per_epoch = (dataset.steps_per_epoch(config.train_split, config.batch_size)
+  steps_per_epoch = (dataset.steps_per_epoch(config.train_split, config.batch_size,
+                                             config.get('repeat', 1))
                      if config.batch_size > 0 else 0)
   # The run's evaluations are of its eval_split; another split has only this one.
   evaluations = progress.get('evaluations', []) if split == config.eval_split else []

@@ -18,13 +18,16 @@ forward pass (N, T, M, V, C) -> logits with the checkpoint's variables as consta
   with the 'dft' convolution, inputs without a second person run the layers on the first
   person alone (the absent person's contribution to the logits is a constant:
   `forward_single_person`).
-Any skeleton layout exports (`config.model.layout`, V = `config.model.num_joints`); the
-sidecar records it and what the last input axis holds (the dataset's channels,
-`layout_and_channels`).
-`stbln_jax.serving.load` runs the result with `jax` and `numpy` alone.
+Any skeleton layout exports (`config.model.layout`, a layout file's included: V =
+`config.model.num_joints`); the sidecar records it, what the last input axis holds (the
+dataset's channels, `layout_and_channels`), the records' preprocessing and the
+evaluation's temporal sampling, so that `serving.ExportedModel.prepare` makes inputs as
+`predict` does. `stbln_jax.serving.load` runs the result with `jax`, `numpy` and
+`flatbuffers` alone. The class names are the run's, one per logit.
 
 TensorFlow (the road to TFLite and ONNX): where it is installed, `--saved_model=DIR`
 also writes a SavedModel through `jax2tf` (native serialisation of the same function).
+Every check (classes, layout, TensorFlow) runs before anything is written.
 """
 
 import json
@@ -50,17 +53,18 @@ from stbln_jax.data import build
 from stbln_jax.data import preprocess
 
 
-def layout_and_channels(config, channels: str | None = None) -> tuple[str, str]:
-  """The run's layout (`config.model.layout`) and channels: `channels` if given, else
+def layout_and_channels(config, channels: str | None = None
+                        ) -> tuple[layouts.Layout, str]:
+  """The run's layout (`models.layout_of`) and channels: `channels` if given, else
   its dataset's (`build.channels_of`); checked against the model's (V, C)."""
-  layout = config.model.get('layout', 'ntu25')
-  if layout not in layouts.LAYOUTS:
-    raise models.ConfigError(f'model.layout={layout!r} is not a skeleton layout; choose one '
-                             f'of {sorted(layouts.LAYOUTS)}')
-  v = layouts.get_layout(layout).num_joints
+  try:
+    layout = models.layout_of(config.model)
+  except ValueError as e:
+    raise models.ConfigError(f'model.layout: {e}') from None
+  v = layout.num_joints
   if config.model.num_joints != v:
     raise models.ConfigError(f'model.num_joints={config.model.num_joints}, but layout '
-                             f'{layout!r} has {v} joints')
+                             f'{layout.name!r} has {v} joints')
   channels = channels or build.channels_of(config.dataset)
   if channels not in preprocess.CHANNELS:
     raise models.ConfigError(f'channels {channels!r} must be one of {preprocess.CHANNELS}')
@@ -270,7 +274,7 @@ def forward_single_person(model, variables: dict, num_frames: int):
 
 
 def export_run(workdir: str, output: str, *, batch_size: int | None = None,
-               num_frames: int | None = None, step: int | None = None,
+               num_frames: int | None = None, step: int | str | None = None,
                platforms=None, saved_model: str | None = None,
                channels: str | None = None) -> dict:
   """Writes `output` and `output`.json from the workdir's checkpoint; returns the sidecar.
@@ -284,6 +288,9 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
   layout, channels = layout_and_channels(config, channels)
+  models.check_class_names(config.model, class_names, workdir)
+  if saved_model:
+    _import_tensorflow(saved_model)
   device = sharding.replicated(sharding.make_mesh(jax.local_devices()[:1]))
   variables, _, step = checkpoint.restore_variables(workdir, device, step)
   model, variables = inference_model(config.model, variables)
@@ -294,16 +301,24 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
   exported, folded = export_forward(model, variables, input_shape, platforms,
                                     single_person_path)
   data = bytes(exported.serialize())
+  layout_name, custom_layout = layouts.custom_fields(layout)
   meta = {
       'format': serving.FORMAT,
-      'layout': layout,
+      'layout': layout_name,
+      'custom_layout': custom_layout,
       'channels': channels,
       'stream': config.stream,
-      'preprocessing': build.preprocessing_of(config.dataset),
+      'preprocessing': config.get('preprocessing') or build.preprocessing_of(config.dataset),
+      'center_joint': config.get('center_joint'),
+      'normalization': config.get('normalization', 'none'),
       'class_names': list(class_names),
       'input_shape': ['N' if batch_size is None else batch_size,
                       'T' if num_frames is None else num_frames] + list(input_shape[2:]),
       'num_frames': config.num_frames,  # the training clips' length
+      # How evaluation sampled them (`serving.ExportedModel.prepare`).
+      'temporal_sampling': config.get('temporal_sampling', 'pad'),
+      'test_crop': config.get('test_crop', 0.95),
+      'num_test_clips': config.get('num_test_clips', 1),
       'model': {'mixer': config.model.mixer, 'exported_as': model.mixer, 'arch': model.arch,
                 'num_layers': config.model.num_layers,
                 'aggregate_at': config.model.aggregate_at,
@@ -315,23 +330,30 @@ def export_run(workdir: str, output: str, *, batch_size: int | None = None,
       'sha256': serving.sha256_of(data),
       'size': len(data),
   }
+  if saved_model:
+    write_saved_model(model, variables, input_shape, saved_model)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, 'wb') as f:
     f.write(data)
   with open(serving.sidecar_path(output), 'w') as f:
     json.dump(meta, f, indent=1)
-  if saved_model:
-    write_saved_model(model, variables, input_shape, saved_model)
   return meta
 
 
-def write_saved_model(model, variables: dict, input_shape, directory: str) -> None:
-  """A TensorFlow SavedModel of the same forward pass (needs TensorFlow installed)."""
+def _import_tensorflow(directory: str):
+  """(tensorflow, jax2tf), or InputError saying that --saved_model needs them."""
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise cli.InputError(f'--saved_model={directory} needs TensorFlow: {e}') from e
+    raise cli.InputError(f'--saved_model={directory} needs TensorFlow (nothing was '
+                         f'written): {e}') from e
+  return tf, jax2tf
+
+
+def write_saved_model(model, variables: dict, input_shape, directory: str) -> None:
+  """A TensorFlow SavedModel of the same forward pass (needs TensorFlow installed)."""
+  tf, jax2tf = _import_tensorflow(directory)
   if input_shape[1] is None:
     model = model.clone(temporal_conv='xla')
   variables, _ = fold_batch_norms(model, jax.device_get(variables), jnp.zeros(
@@ -359,7 +381,7 @@ def _define_flags():
                        lower_bound=1)
   flags.DEFINE_integer('num_frames', None, 'Fixed frame count (default: symbolic).',
                        lower_bound=1)
-  flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint to export (default: latest).')
+  flags.DEFINE_string('checkpoint_step', None, 'The checkpoint to export. ' + checkpoint.STEP_HELP)
   flags.DEFINE_list('platforms', None, "e.g. 'cpu,cuda' (default: this machine's).")
   flags.DEFINE_string('saved_model', None, 'Also write a TensorFlow SavedModel here (jax2tf).')
   flags.DEFINE_enum('channels', None, preprocess.CHANNELS,

@@ -68,7 +68,8 @@ def normalize(a: np.ndarray, method: str = 'mean') -> np.ndarray:
   return out.astype(np.float32)
 
 
-def adjacency(layout: str = 'ntu25', method: str = 'mean') -> np.ndarray:
-  """The normalised partition operators Â_p of a layout, shape (3, V, V), float32."""
+def adjacency(layout: str | layouts.Layout = 'ntu25', method: str = 'mean') -> np.ndarray:
+  """The normalised partition operators Â_p of a layout (a registered name or any
+  `layouts.Layout`, e.g. a layout file's), shape (3, V, V), float32."""
   skeleton = layouts.get_layout(layout)
   return normalize(partition_matrices(skeleton.num_joints, skeleton.bones), method)

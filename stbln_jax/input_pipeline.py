@@ -7,9 +7,11 @@ to `config.num_frames`, training augmentation and the choice of stream. Grain
 runs the batch loads ahead of the consumer (threads, or `config.worker_count`
 processes).
 
-A dataset says what its samples are: (M, V, C) from its 'skeleton' feature and
-the skeleton layout and channels from its metadata (none: NTU's 'ntu25',
-'xyz'); `Dataset` holds them and the loader uses them.
+A dataset says what its samples are: (M, V, C) from its 'skeleton' feature, and
+from its metadata the skeleton layout (a registered name, or a layout file's
+joints and bones: 'custom_layout'), the channels, M where the feature leaves it
+open ('num_persons') and the preprocessing of its records (none: NTU's 'ntu25',
+'xyz', the builder config's); `Dataset` holds them and the loader uses them.
 
 A batch is a dict of numpy arrays:
   'skeleton': float32 (B_local, T, M, V, C), T = num_frames; for evaluation
@@ -24,25 +26,33 @@ B_local is the global batch size divided by the number of processes; process
 p gets rows [p * B_local, (p + 1) * B_local) of every global batch.
 
 From a record to a sample (`Transform`): per-frame operations first, on the
-record's own frames (training: random scale, then rotation; then the bone
+record's own frames (the centring on a joint of the first frame; training:
+random scales, then rotation; the per-clip normalisation; then the bone
 stream), then the temporal sampling (`config.temporal_sampling`):
-  'pad'          repeat-pad or cut to num_frames (the paper's recipe);
-  'crop_resize'  a random crop resized to num_frames (training), the centre
-                 `test_crop` fraction at evaluation (`augment.crop_resize`);
-  'uniform'      one random frame in each of num_frames segments (training),
-                 `num_test_clips` fixed clips at evaluation;
+  'pad'            repeat-pad or cut to num_frames (the paper's recipe);
+  'crop_resize'    a random crop of at least `crop_min_frames` resized to
+                   num_frames (training), the centre `test_crop` fraction at
+                   evaluation (`augment.crop_resize`);
+  'uniform'        one random frame in each of num_frames segments (training),
+                   `num_test_clips` fixed clips at evaluation;
+  'random_sorted'  random frames, repeats allowed, in time order (training),
+                   evenly spread ones at evaluation (CTR-GCN's NW-UCLA);
 then the motion streams. Training randomness comes from a generator seeded by
-(seed, epoch, record index) (`augment.sample_rng`), so a batch is the same
-whichever process or worker loads it and whenever a run resumes.
+(seed, epoch, position in the epoch's order) (`augment.sample_rng`), so a
+batch is the same whichever process or worker loads it and whenever a run
+resumes. With `config.repeat` = k an epoch holds every training record k
+times (`epoch_order`), each copy augmented on its own; epochs, and so the
+schedule, count those longer epochs.
 
 `open_dataset` opens a built dataset once (split sizes, action names, sample
 shape, record readers); the iterators take that handle so nothing reopens the
 builder.
 
 Config fields read: dataset, data_dir, stream, num_frames, train_split,
-eval_split, batch_size, eval_batch_size, seed, worker_count,
-temporal_sampling, crop_interval, test_crop, num_test_clips, augment.rotation,
-augment.scale.
+eval_split, batch_size, eval_batch_size, seed, worker_count, repeat,
+temporal_sampling, crop_interval, crop_min_frames, test_crop, num_test_clips,
+center_joint, normalization, augment.rotation, augment.rotation_axes,
+augment.whole_degrees, augment.scale, augment.isotropic_scale.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ from tensorflow_datasets.proto import tf_example_pb2
 from stbln_jax.data import augment
 from stbln_jax.data import layouts
 from stbln_jax.data import ntu_rgbd  # registers the `ntu_rgbd` builder
+from stbln_jax.data import nw_ucla  # registers `nw_ucla`
 from stbln_jax.data import pose_annotations  # registers `pose_annotations`
 from stbln_jax.data import preprocess
 
@@ -70,7 +81,7 @@ _PREFETCH_BATCHES = 4
 _SCAN_CHUNK = 1024
 # Width of a sample name in an eval batch ('S001C002P003R002A013' has 20).
 NAME_BYTES = 64
-SAMPLINGS = ('pad', 'crop_resize', 'uniform')
+SAMPLINGS = ('pad', 'crop_resize', 'uniform', 'random_sorted')
 # What a dataset without metadata holds: NTU's Kinect joints, x y z.
 DEFAULT_LAYOUT, DEFAULT_CHANNELS = 'ntu25', 'xyz'
 
@@ -88,16 +99,20 @@ class Dataset:
 
   Attributes:
     sample_shape: (M, V, C) of every frame of a record.
-    layout: the `layouts` key of its V joints.
+    layout: the `layouts.Layout` of its V joints.
     channels: what its C channels hold (one of `preprocess.CHANNELS`).
+    preprocessing: how its records were made from the raw data: an NTU
+      builder's (`preprocess.PREPROCESSINGS`), a 3D annotation normalisation
+      (`annotations.Normalization.spec`), or None (keypoints as given).
   """
   name: str
   data_dir: str | None
   split_sizes: Mapping[str, int]
   class_names: tuple[str, ...]
   sample_shape: tuple[int, int, int] = (2, 25, 3)
-  layout: str = DEFAULT_LAYOUT
+  layout: layouts.Layout = layouts.NTU25
   channels: str = DEFAULT_CHANNELS
+  preprocessing: str | None = None
   _readers: dict = dataclasses.field(default_factory=dict, repr=False,
                                      compare=False)
 
@@ -107,9 +122,10 @@ class Dataset:
                        f'{sorted(self.split_sizes)}')
     return self.split_sizes[split]
 
-  def steps_per_epoch(self, split: str, batch_size: int) -> int:
-    """Full global batches of `batch_size` in `split`."""
-    return self.num_examples(split) // batch_size
+  def steps_per_epoch(self, split: str, batch_size: int, repeat: int = 1) -> int:
+    """Full global batches of `batch_size` in `split`, each record `repeat`
+    times."""
+    return self.num_examples(split) * repeat // batch_size
 
   def reader(self, split: str) -> _RecordReader:
     if split not in self._readers:
@@ -128,25 +144,35 @@ class Dataset:
     return names
 
 
-def _sample_description(name: str, info) -> tuple[tuple[int, int, int], str, str]:
+def _metadata(info) -> dict:
+  """A built dataset's metadata, read from its files (`get` on TFDS's own dict would
+  give the builder's defaults)."""
+  return dict(info.metadata.items()) if info.metadata else {}
+
+
+def _sample_description(name: str, info) -> tuple[tuple[int, int, int],
+                                                  layouts.Layout, str]:
   """((M, V, C), layout, channels) of a dataset, checked against each other."""
-  shape = tuple(info.features['skeleton'].shape[1:])
-  metadata = info.metadata or {}
-  layout = metadata.get('layout', DEFAULT_LAYOUT)
-  channels = metadata.get('channels', DEFAULT_CHANNELS)
-  if len(shape) != 3 or None in shape:
-    raise ValueError(f'{name}: its skeleton feature has shape '
-                     f'{info.features["skeleton"].shape}, not (T, M, V, C)')
-  if layout not in layouts.LAYOUTS:
-    raise ValueError(f'{name}: its metadata names layout {layout!r}, not one of '
-                     f'{sorted(layouts.LAYOUTS)}')
+  feature_shape = tuple(info.features['skeleton'].shape)
+  metadata = _metadata(info)
+  channels = metadata.get('channels') or DEFAULT_CHANNELS
+  try:
+    layout = layouts.from_fields(metadata.get('layout'), metadata.get('custom_layout'))
+  except ValueError as e:
+    raise ValueError(f'{name}: its metadata names no usable layout: {e}') from None
   if channels not in preprocess.CHANNELS:
     raise ValueError(f'{name}: its metadata names channels {channels!r}, not '
                      f'one of {preprocess.CHANNELS}')
-  joints = layouts.get_layout(layout).num_joints
-  if shape[1:] != (joints, len(channels)):
+  if len(feature_shape) != 4:
+    raise ValueError(f'{name}: its skeleton feature has shape {feature_shape}, not '
+                     f'(T, M, V, C)')
+  m, v, c = feature_shape[1:]
+  shape = (m or metadata.get('num_persons') or preprocess.NUM_PERSONS,
+           v or layout.num_joints, c)
+  if shape[1:] != (layout.num_joints, len(channels)):
     raise ValueError(f'{name}: samples of (M, V, C)={shape} do not hold layout '
-                     f'{layout!r} ({joints} joints) with channels {channels!r}')
+                     f'{layout.name!r} ({layout.num_joints} joints) with channels '
+                     f'{channels!r}')
   return shape, layout, channels
 
 
@@ -156,6 +182,7 @@ def open_dataset(config) -> Dataset:
   builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   if not builder.is_prepared():
     raw = ('the NTU .skeleton files' if config.dataset.startswith('ntu_rgbd')
+           else 'the NW-UCLA .json clips' if config.dataset.startswith('nw_ucla')
            else 'the annotation .pkl or OpenPose JSON files')
     command = (f'python -m data_prep.build {config.dataset} '
                f'--manual_dir=<folder with {raw}>')
@@ -166,17 +193,21 @@ def open_dataset(config) -> Dataset:
         f'{builder.data_dir_root}; build it first with: {command}')
   info = builder.info
   shape, layout, channels = _sample_description(config.dataset, info)
+  preprocessing = _metadata(info).get('preprocessing')
   return Dataset(
       name=config.dataset, data_dir=config.data_dir,
       split_sizes={k: v.num_examples for k, v in info.splits.items()},
       class_names=tuple(info.features['label'].names),
-      sample_shape=shape, layout=layout, channels=channels)
+      sample_shape=shape, layout=layout, channels=channels,
+      preprocessing=preprocessing or getattr(builder.builder_config, 'preprocessing',
+                                             None))
 
 
 def steps_per_epoch(config) -> int:
-  """Full global batches of `config.batch_size` in the training split."""
-  return open_dataset(config).steps_per_epoch(config.train_split,
-                                              config.batch_size)
+  """Full global batches of `config.batch_size` in a training epoch (the
+  training split, `config.repeat` times)."""
+  return open_dataset(config).steps_per_epoch(
+      config.train_split, config.batch_size, config.get('repeat', 1))
 
 
 class _RecordReader:
@@ -217,8 +248,10 @@ def _feature(record: bytes, key: str):
 
 
 def _skeleton_and_label(features, shape: Sequence[int]) -> tuple[np.ndarray, int]:
-  skeleton = np.frombuffer(features['skeleton'].bytes_list.value[0],
-                           np.float32).reshape(-1, *shape)
+  # A feature with one unknown dimension is its bytes; with more (the persons of
+  # annotation records), the bytes and the shape.
+  raw = features['skeleton' if 'skeleton' in features else 'skeleton/value']
+  skeleton = np.frombuffer(raw.bytes_list.value[0], np.float32).reshape(-1, *shape)
   return skeleton, features['label'].int64_list.value[0]
 
 
@@ -254,17 +287,24 @@ class Transform:
   docstring). Plain values, so that grain's worker processes can take it."""
   num_frames: int
   stream: str = 'joint'
-  layout: str = DEFAULT_LAYOUT
+  layout: str | layouts.Layout = DEFAULT_LAYOUT
   channels: str = DEFAULT_CHANNELS
   sampling: str = 'pad'
   crop_interval: tuple[float, float] = (0.5, 1.0)
   test_crop: float = 0.95
   num_test_clips: int = 1
+  crop_min_frames: int = augment.CROP_MIN_FRAMES
+  center_joint: int | None = None
+  normalization: str = 'none'
   rotation: float = 0.0
+  rotation_axes: str = 'xyz'
+  whole_degrees: bool = False
   scale: float = 0.0
+  isotropic_scale: float = 0.0
 
   @classmethod
-  def from_config(cls, config, *, layout: str, channels: str) -> Transform:
+  def from_config(cls, config, *, layout: str | layouts.Layout,
+                  channels: str) -> Transform:
     """The transform of `config` for records of `layout` and `channels`."""
     augmentation = config.get('augment') or {}
     return cls(
@@ -274,15 +314,30 @@ class Transform:
         crop_interval=tuple(config.get('crop_interval', (0.5, 1.0))),
         test_crop=config.get('test_crop', 0.95),
         num_test_clips=config.get('num_test_clips', 1),
+        crop_min_frames=config.get('crop_min_frames', augment.CROP_MIN_FRAMES),
+        center_joint=config.get('center_joint'),
+        normalization=config.get('normalization', 'none'),
         rotation=augmentation.get('rotation', 0.0),
-        scale=augmentation.get('scale', 0.0))
+        rotation_axes=augmentation.get('rotation_axes', 'xyz'),
+        whole_degrees=augmentation.get('whole_degrees', False),
+        scale=augmentation.get('scale', 0.0),
+        isotropic_scale=augmentation.get('isotropic_scale', 0.0))
 
   def _per_frame(self, x: np.ndarray, rng: np.random.Generator | None
                  ) -> np.ndarray:
+    if self.center_joint is not None:
+      x = preprocess.center_on_first_frame(x, self.center_joint, self.channels)
     if rng is not None and self.scale:
       x = augment.random_scale(x, rng, self.scale, self.channels)
+    if rng is not None and self.isotropic_scale:
+      x = augment.random_isotropic_scale(x, rng, self.isotropic_scale,
+                                         self.channels)
     if rng is not None and self.rotation:
-      x = augment.random_rotate(x, rng, self.rotation, self.channels)
+      x = augment.random_rotate(x, rng, self.rotation, self.channels,
+                                self.rotation_axes, self.whole_degrees)
+    if self.normalization == 'minmax':
+      # Over all the record's frames, before any are sampled (CTR-GCN's NW-UCLA).
+      x = preprocess.min_max(x, self.channels)
     if self.stream in ('bone', 'bone_motion'):
       # A bone is a difference within one frame: taken on the record's own
       # frames, it equals the bone of the sampled frames.
@@ -293,21 +348,18 @@ class Transform:
     """(num_frames, M, V, C) of a record x (T, M, V, C), before motion."""
     x = self._per_frame(x, rng)
     if self.sampling == 'crop_resize':
-      return augment.crop_resize(x, self.num_frames, self.crop_interval, rng)
+      return augment.crop_resize(x, self.num_frames, self.crop_interval, rng,
+                                 self.crop_min_frames)
     if self.sampling == 'uniform':
       return x[augment.uniform_indices(len(x), self.num_frames, rng)]
+    if self.sampling == 'random_sorted':
+      return x[augment.random_sorted_indices(len(x), self.num_frames, rng)]
     return preprocess.pad_or_crop(x, self.num_frames)
 
   def eval(self, x: np.ndarray) -> np.ndarray:
     """(num_frames, M, V, C), or (K, num_frames, M, V, C) with K test clips."""
-    x = self._per_frame(x, None)
-    if self.sampling == 'crop_resize':
-      return augment.crop_resize(x, self.num_frames, (self.test_crop,))
-    if self.sampling == 'uniform':
-      clips = x[augment.eval_clip_indices(len(x), self.num_frames,
-                                          self.num_test_clips)]
-      return clips if self.test_clips > 1 else clips[0]
-    return preprocess.pad_or_crop(x, self.num_frames)
+    return augment.eval_frames(self._per_frame(x, None), self.num_frames,
+                               self.sampling, self.test_crop, self.test_clips)
 
   @property
   def test_clips(self) -> int:
@@ -343,7 +395,12 @@ class _BatchLoader:
 
   def __call__(self, indices: np.ndarray, valid: np.ndarray | None = None
                ) -> Batch:
-    """{'skeleton', 'label' (B,)[, 'name']}; rows not `valid` stay zero."""
+    """{'skeleton', 'label' (B,)[, 'name']}; rows not `valid` stay zero.
+
+    `indices` are record indices; in training, positions in a repeated epoch
+    (`epoch_order`): position i reads record i % len(split) and seeds its own
+    augmentation.
+    """
     train = self.seed is not None
     rows = np.arange(len(indices)) if valid is None else np.flatnonzero(valid)
     skeleton = np.zeros(
@@ -351,7 +408,8 @@ class _BatchLoader:
         np.float32)
     label = np.zeros(len(indices), np.int32)
     names = [''] * len(indices)
-    for row, record in zip(rows, self.reader.read(indices[rows])):
+    records = self.reader.read(indices[rows] % len(self.reader))
+    for row, record in zip(rows, records):
       features = tf_example_pb2.Example.FromString(record).features.feature
       x, label[row] = _skeleton_and_label(features, self.shape)
       if self.with_names:
@@ -434,14 +492,17 @@ def _run(dataset: grain.MapDataset, worker_count: int) -> Iterator[Batch]:
 
 
 def epoch_order(num_examples: int, batch_size: int, seed: int,
-                epoch: int) -> np.ndarray:
-  """int (steps, batch_size): the record indices of each global batch.
+                epoch: int, repeat: int = 1) -> np.ndarray:
+  """int (steps, batch_size): the positions of each global batch in an epoch
+  that holds every record `repeat` times; position i is record
+  i % num_examples.
 
   A permutation seeded by (seed, epoch), so every epoch has its own order and
   every run the same one; the last incomplete batch is dropped.
   """
-  steps = num_examples // batch_size
-  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  total = num_examples * repeat
+  steps = total // batch_size
+  order = np.random.default_rng([seed, epoch]).permutation(total)
   return order[:steps * batch_size].reshape(steps, batch_size)
 
 
@@ -449,7 +510,8 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   dataset: Dataset | None = None) -> Iterator[Batch]:
-  """One shuffled epoch of `config.train_split`, from batch `start_batch` on.
+  """One shuffled epoch of `config.train_split` (each record `config.repeat`
+  times), from batch `start_batch` on.
 
   Args:
     config: the experiment config (see module docstring for the fields).
@@ -468,11 +530,14 @@ def train_batches(config, *, epoch: int, start_batch: int = 0,
   local = _local_batch_size(config.batch_size, process_count)
   dataset = dataset or open_dataset(config)
   reader = dataset.reader(config.train_split)
-  order = epoch_order(len(reader), config.batch_size, config.seed, epoch)
+  repeat = config.get('repeat', 1)
+  order = epoch_order(len(reader), config.batch_size, config.seed, epoch,
+                      repeat)
   if not len(order):
     raise ValueError(
-        f'{config.dataset} {config.train_split} has {len(reader)} examples, '
-        f'fewer than one batch of batch_size={config.batch_size}')
+        f'{config.dataset} {config.train_split} has {len(reader)} examples '
+        f'(repeat={repeat}), fewer than one batch of '
+        f'batch_size={config.batch_size}')
   if not 0 <= start_batch <= len(order):
     raise ValueError(f'start_batch {start_batch} is not in [0, {len(order)}]')
   order = order[:, process_index * local:(process_index + 1) * local]
@@ -494,7 +559,8 @@ def train_stream(config, *, start_step: int = 0,
   the consumer decides when to stop. `processes`: as for `train_batches`.
   """
   dataset = dataset or open_dataset(config)
-  steps = dataset.steps_per_epoch(config.train_split, config.batch_size)
+  steps = dataset.steps_per_epoch(config.train_split, config.batch_size,
+                                  config.get('repeat', 1))
   epoch, batch = divmod(start_step, max(steps, 1))
   while True:
     yield from train_batches(config, epoch=epoch, start_batch=batch,

@@ -1,4 +1,4 @@
-r"""Trains or evaluates a network on NTU RGB+D skeletons.
+r"""Trains or evaluates a network on a built dataset of skeletons or keypoints.
 
   python -m stbln_jax.main --config=configs/cv.py --workdir=/tmp/cv_bilinear \
       --config.model.mixer=bilinear --config.model.aggregate_at=6
@@ -38,8 +38,8 @@ def _define_flags():
                       required=True)
   flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
                     'train (and evaluate), or evaluate a checkpoint of the workdir.')
-  flags.DEFINE_integer('checkpoint_step', None,
-                       'eval: the step to evaluate (default: latest).')
+  flags.DEFINE_string('checkpoint_step', None,
+                      'eval: the checkpoint to evaluate. ' + checkpoint.STEP_HELP)
   flags.DEFINE_string('split', None,
                       'eval: the split to evaluate (default: config.eval_split).')
   flags.DEFINE_bool(
@@ -79,7 +79,9 @@ def main(argv):
     evaluate.validate_config(config)
   if FLAGS.mode == 'eval' or not config.synthetic.enabled:  # the demo builds its own
     with cli.quiet_logs():  # TFDS warns about a missing dataset before we say it
-      input_pipeline.open_dataset(config)
+      dataset = input_pipeline.open_dataset(config)
+    if FLAGS.mode == 'train':  # every mismatch with the dataset, in one line
+      train.fit_to_dataset(config, dataset)
   logging.info('JAX process %d of %d; %d local of %d devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())

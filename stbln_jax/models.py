@@ -45,6 +45,11 @@ ARCHS = ('released', 'lean')
 _SPATIAL_BN_SCALE = 1e-6
 
 
+# The `config.model` fields a built dataset decides: None in a config means the
+# dataset's (`evaluate.fit_to_dataset`); a value is checked against it.
+DATASET_FIELDS = ('num_classes', 'layout', 'num_persons', 'num_joints', 'in_channels')
+
+
 class ConfigError(ValueError):
   """A model or training configuration that cannot work, with what to change."""
 
@@ -289,7 +294,7 @@ class SpatioTemporalNet(nn.Module):
   symmetric_rank: int | None = None
   temporal_kernel: int = 9
   adjacency_normalization: str = 'mean'
-  layout: str = 'ntu25'
+  layout: str | layouts.Layout = 'ntu25'
   arch: str = 'released'
   dtype: Dtype = jnp.float32
   temporal_conv: str = 'auto'
@@ -306,7 +311,8 @@ class SpatioTemporalNet(nn.Module):
       adjacency = graph.adjacency(self.layout, self.adjacency_normalization)
       if adjacency.shape[-1] != v:
         raise ConfigError(f'mixer {self.mixer!r} uses the {adjacency.shape[-1]}-joint graph '
-                          f'of layout {self.layout!r}, but the input has {v} joints')
+                          f'of layout {layouts.get_layout(self.layout).name!r}, but the input '
+                          f'has {v} joints')
     released = self.arch == 'released'
     lam = self.aggregate_at
     with ops.use_temporal_conv(self.temporal_conv):
@@ -331,15 +337,37 @@ class SpatioTemporalNet(nn.Module):
 
 # ---- Building from a config ------------------------------------------------------
 
+def layout_of(cfg) -> layouts.Layout:
+  """The skeleton layout of a `config.model`: its `custom_layout` (a layout file's,
+  copied from the dataset) if set, else the registered `layout`."""
+  return layouts.from_fields(cfg.get('layout'), cfg.get('custom_layout'))
+
+
+def strides_of(cfg) -> tuple[int, ...]:
+  """`model.strides`, or where unset one per layer: 2 where a layer after the first
+  widens the channels, 1 elsewhere (2s-AGCN's (1, 1, 1, 1, 2, 1, 1, 2, 1, 1) for its
+  channels)."""
+  if cfg.get('strides') is not None:
+    return tuple(cfg.strides)
+  channels = tuple(cfg.channels)
+  return tuple(2 if i and c > channels[i - 1] else 1 for i, c in enumerate(channels))
+
+
 def validate_model_config(cfg) -> None:
-  """Checks a `config.model` once, with messages that say what to change."""
+  """Checks a `config.model` once, with messages that say what to change.
+
+  The fields a dataset decides (`DATASET_FIELDS`) may be unset (None); they are
+  checked against each other where set.
+  """
   if cfg.mixer not in mixers.MIXERS:
     raise ConfigError(f'model.mixer={cfg.mixer!r} is not a mixer; choose one of {mixers.MIXERS}')
   if cfg.get('arch', 'released') not in ARCHS:
     raise ConfigError(f'model.arch={cfg.arch!r} is not an architecture; choose one of {ARCHS}')
-  if len(cfg.channels) != len(cfg.strides):
+  strides = strides_of(cfg)
+  if len(cfg.channels) != len(strides):
     raise ConfigError(f'model.channels has {len(cfg.channels)} entries but model.strides has '
-                      f'{len(cfg.strides)}; give one stride per layer')
+                      f'{len(strides)}; give one stride per layer, or leave model.strides '
+                      f'unset to derive them from the channels')
   total = len(cfg.channels)
   if not 1 <= cfg.num_layers <= total:
     raise ConfigError(f'model.num_layers={cfg.num_layers} must be in 1..{total} '
@@ -353,21 +381,30 @@ def validate_model_config(cfg) -> None:
     if not 1 <= lam <= total + 1:
       raise ConfigError(f'model.aggregate_at (λ)={lam} must be in 1..{total} '
                         f'(or {total + 1} or unset for no aggregation)')
-  layout = cfg.get('layout', 'ntu25')
-  if layout not in layouts.LAYOUTS:
-    raise ConfigError(f'model.layout={layout!r} is not a skeleton layout; choose one of '
-                      f'{sorted(layouts.LAYOUTS)}')
-  # Â (Eqs. 1-3) is the layout's graph; the bilinear mixer (Eq. 4) learns its own U
-  # and only needs V, so it runs on any number of joints.
-  v = layouts.get_layout(layout).num_joints
-  if cfg.mixer != 'bilinear' and cfg.num_joints != v:
-    raise ConfigError(f'model.num_joints={cfg.num_joints} does not fit model.layout={layout!r} '
-                      f'({v} joints), whose graph gives Â for model.mixer={cfg.mixer!r}; set '
-                      f'model.layout to the dataset\'s layout (one of {sorted(layouts.LAYOUTS)}) '
-                      f'and model.num_joints to its number of joints')
-  rank = cfg.get('symmetric_rank')
-  if rank is not None and not 1 <= rank <= cfg.num_joints:
-    raise ConfigError(f'model.symmetric_rank={rank} must be in 1..{cfg.num_joints}')
+  for name in ('num_classes', 'num_persons', 'num_joints', 'in_channels'):
+    value = cfg.get(name)
+    if value is not None and value < 1:
+      raise ConfigError(f'model.{name}={value} must be positive (or unset: the dataset\'s)')
+  if cfg.get('layout') is not None or cfg.get('custom_layout'):
+    if not cfg.get('custom_layout') and cfg.layout not in layouts.LAYOUTS:
+      raise ConfigError(f'model.layout={cfg.layout!r} is not a skeleton layout; choose one of '
+                        f'{sorted(layouts.LAYOUTS)}, or leave it unset to take the dataset\'s '
+                        f'(a layout file\'s)')
+    try:
+      layout = layout_of(cfg)
+    except ValueError as e:
+      raise ConfigError(f'model.custom_layout: {e}') from None
+    # Â (Eqs. 1-3) is the layout's graph; the bilinear mixer (Eq. 4) learns its own U
+    # and only needs V, so it runs on any number of joints.
+    v = layout.num_joints
+    if cfg.mixer != 'bilinear' and cfg.get('num_joints') not in (None, v):
+      raise ConfigError(f'model.num_joints={cfg.num_joints} does not fit model.layout='
+                        f'{layout.name!r} ({v} joints), whose graph gives Â for model.mixer='
+                        f'{cfg.mixer!r}; leave both unset (the dataset\'s), or set model.layout '
+                        f'to the dataset\'s layout and model.num_joints to its joints')
+  rank, v = cfg.get('symmetric_rank'), cfg.get('num_joints')
+  if rank is not None and (rank < 1 or v is not None and rank > v):
+    raise ConfigError(f'model.symmetric_rank={rank} must be in 1..{v or "V"}')
   if cfg.get('adjacency_normalization', 'mean') not in graph.NORMALIZATIONS:
     raise ConfigError(f'model.adjacency_normalization={cfg.adjacency_normalization!r} must be '
                       f'one of {graph.NORMALIZATIONS}')
@@ -378,23 +415,40 @@ def validate_model_config(cfg) -> None:
                       f'{ops.TEMPORAL_CONV_IMPLS}')
 
 
+def check_class_names(cfg, class_names, where: str) -> None:
+  """ConfigError unless the head of `config.model` gives one logit per class name (a run
+  trained with a head that did not fit its dataset does not)."""
+  if len(class_names) != cfg.num_classes:
+    raise ConfigError(f'{where}: the network gives model.num_classes={cfg.num_classes} '
+                      f'logits, but the run names {len(class_names)} classes: it was '
+                      f'trained with a head that does not fit its dataset; train it again')
+
+
 def create_model(cfg) -> SpatioTemporalNet:
-  """The network described by a `config.model` (see configs/default.py)."""
+  """The network described by a `config.model` (see configs/default.py) whose
+  dataset fields are set (`evaluate.fit_to_dataset`)."""
   validate_model_config(cfg)
+  # (A config from before layouts has no `layout`: NTU's.)
+  unset = [name for name in DATASET_FIELDS if name in cfg and cfg[name] is None]
+  if unset:
+    raise ConfigError(f'model.{", model.".join(unset)} unset: they come from the dataset '
+                      f'(evaluate.fit_to_dataset), or set them')
   k = cfg.num_layers
   lam = cfg.aggregate_at
   if lam is not None and lam > k:
     lam = None  # the first k layers of the λ network (Table II) do not reach λ
+  layout = layout_of(cfg)
+  name, custom = layouts.custom_fields(layout)
   return SpatioTemporalNet(
       num_classes=cfg.num_classes,
       mixer=cfg.mixer,
       channels=tuple(cfg.channels[:k]),
-      strides=tuple(cfg.strides[:k]),
+      strides=strides_of(cfg)[:k],
       aggregate_at=lam,
       symmetric_rank=cfg.get('symmetric_rank'),
       temporal_kernel=cfg.get('temporal_kernel', 9),
       adjacency_normalization=cfg.get('adjacency_normalization', 'mean'),
-      layout=cfg.get('layout', 'ntu25'),
+      layout=layout if custom else name,  # a registered layout by name
       arch=cfg.get('arch', 'released'),
       dtype=jnp.dtype(cfg.get('dtype', 'float32')),
       temporal_conv=cfg.get('temporal_conv', 'auto'),

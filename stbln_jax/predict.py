@@ -10,7 +10,8 @@ converted as the builder converts it (`annotations.to_sample`). Then every sampl
 is made a model input exactly as evaluation makes one (`input_pipeline.Transform`:
 the run's temporal sampling, stream and test clips, whose probabilities are
 averaged) and classified by the workdir's checkpoint (latest unless
---checkpoint_step). The config and class names come from the workdir. A sample
+--checkpoint_step names a step or 'best'). The config (with the layout, persons and
+preprocessing of the run's dataset) and class names come from the workdir. A sample
 that cannot be read is reported by name and the others go on; the exit status is
 1 if any failed.
 """
@@ -42,8 +43,8 @@ FLAGS = flags.FLAGS
 def _define_flags():
   # Defined only when run as a command, so that importing the module defines none.
   flags.DEFINE_string('workdir', None, 'Workdir of a training run.', required=True)
-  flags.DEFINE_integer('checkpoint_step', None,
-                       'Checkpoint to use (default: latest).')
+  flags.DEFINE_string('checkpoint_step', None,
+                      'The checkpoint to use. ' + checkpoint.STEP_HELP)
   flags.DEFINE_integer('top_k', 5, 'How many actions to print per sample.',
                        lower_bound=1)
   flags.DEFINE_string('annotations', None,
@@ -54,8 +55,14 @@ def _define_flags():
 def transform_of(config) -> input_pipeline.Transform:
   """How evaluation made the run's model inputs from its records."""
   return input_pipeline.Transform.from_config(
-      config, layout=config.model.get('layout', 'ntu25'),
+      config, layout=models.layout_of(config.model),
       channels=build.channels_of(config.dataset))
+
+
+def preprocessing_of(config) -> str | None:
+  """How the run's records were made from raw samples (a run from before
+  `config.preprocessing`: its dataset name's)."""
+  return config.get('preprocessing') or build.preprocessing_of(config.dataset)
 
 
 def _error(e: Exception, where: str) -> str:
@@ -65,7 +72,7 @@ def _error(e: Exception, where: str) -> str:
 
 def skeleton_records(paths: Sequence[str], config):
   """(path, record or None, error or None) of each `.skeleton` file."""
-  preprocessing = build.preprocessing_of(config.dataset)
+  preprocessing = preprocessing_of(config)
   for path in paths:
     try:
       yield path, preprocess.preprocess_skeleton(path, preprocessing), None
@@ -82,6 +89,9 @@ def annotation_records(path: str, frame_dirs: Sequence[str], config):
   if not isinstance(builder_config, pose_annotations.PoseAnnotationsConfig):
     raise ValueError(f'--annotations: the run was trained on {config.dataset}, not on '
                      'pose_annotations records; give it .skeleton files')
+  preprocessing = preprocessing_of(config)
+  normalization = (annotations_lib.Normalization.from_spec(preprocessing)
+                   if preprocessing else None)
   data = annotations_lib.load_annotation_file(path)
   for name, annotation in annotations_lib.find_annotations(data, frame_dirs):
     if annotation is None:
@@ -89,8 +99,8 @@ def annotation_records(path: str, frame_dirs: Sequence[str], config):
       continue
     try:
       yield name, annotations_lib.to_sample(
-          annotation, builder_config.layout, builder_config.kind,
-          config.model.num_persons), None
+          annotation, models.layout_of(config.model), builder_config.kind,
+          config.model.num_persons, normalization=normalization), None
     except annotations_lib.AnnotationError as e:
       yield name, None, _error(e, name)
 
@@ -136,14 +146,18 @@ def _probabilities(model, variables, inputs: np.ndarray) -> np.ndarray:
 
 
 def run(workdir: str, paths: Sequence[str], *, annotations: str | None = None,
-        top_k: int = 5, checkpoint_step: int | None = None, out: TextIO = sys.stdout,
-        err: TextIO = sys.stderr) -> int:
+        top_k: int = 5, checkpoint_step: int | str | None = None,
+        out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
   """Prints the top-k actions of each sample; returns the number that failed.
 
   `paths` are `.skeleton` files or, with `annotations`, frame_dirs of that file.
   """
   config = workdir_lib.load_config(workdir)
   class_names = workdir_lib.load_class_names(workdir)
+  models.check_class_names(config.model, class_names, workdir)
+  if top_k > len(class_names):
+    raise cli.InputError(f'--top_k={top_k}, but the run knows {len(class_names)} classes; '
+                         f'ask for at most {len(class_names)}')
   records = (annotation_records(annotations, paths, config) if annotations
              else skeleton_records(paths, config))
   inputs, good, errors = inputs_of(records, config)
@@ -174,4 +188,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main)
+  cli.run(main, input_errors=(models.ConfigError, checkpoint.CheckpointError))

@@ -18,10 +18,13 @@ export's stream (`preprocess.select_stream` in its layout and channels):
   (P, V, C) of P people, person p of a frame being the track `ids[p]`, and the window
   becomes a sample as the annotation builder makes one (`window_keypoints`): 2D
   keypoints in pixels normalised to [-1, 1] by the image size (`img_shape`, as PYSKL's
-  PreNormalize2D), the export's M tracks of the highest total score where the
+  PreNormalize2D), 3D ones normalised as the builder did (the sidecar's preprocessing),
+  the export's M tracks of the highest total score where the
   keypoints carry one ('xys'), else the most active (2s-AGCN's motion energy, as for
   NTU), best first; fewer are padded with zeros.
-A window in which nobody is present gives no actions.
+Where the run normalised each clip (the sidecar's 'center_joint' and 'normalization',
+e.g. NW-UCLA's), the window is normalised as one clip in the same way. A window in
+which nobody is present gives no actions.
 
 The command replays a `.skeleton` file (an NTU export) or the annotations of a
 PYSKL/MMAction2 file (`--annotations`, any other export) as a stream at `--fps` (0: as
@@ -80,9 +83,13 @@ class Recognizer:
     self.preprocessing = model.meta['preprocessing']
     self.stream, self.layout, self.channels = model.meta['stream'], model.layout, model.channels
     self.kinect = self.preprocessing in preprocess.PREPROCESSINGS
-    if self.kinect and (self.layout, self.channels) != ('ntu25', 'xyz'):
+    if self.kinect and (self.layout.name, self.channels) != ('ntu25', 'xyz'):
       raise ValueError(f'{model.path}: preprocessing {self.preprocessing!r} is for NTU '
-                       f'bodies, not layout {self.layout!r} with channels {self.channels!r}')
+                       f'bodies, not layout {self.layout.name!r} with channels '
+                       f'{self.channels!r}')
+    # 3D keypoints: the annotation builder's normalisation, if the records had one.
+    self.normalization = (None if self.kinect or not self.preprocessing
+                          else annotations.Normalization.from_spec(self.preprocessing))
     self.img_shape = img_shape if self.channels in ('xy', 'xys') else None
     self._point_shape = ((preprocess.NUM_JOINTS, 3) if self.kinect
                          else tuple(model.input_shape[3:]))
@@ -137,8 +144,9 @@ class Recognizer:
       sample = self.window_keypoints()
       if sample is None:
         return None
-    x = preprocess.pad_or_crop(sample, self.window)[None].astype(np.float32)
-    return preprocess.select_stream(x, self.stream, self.layout, self.channels)
+    x = preprocess.pad_or_crop(self.model.normalize(sample), self.window)[None]
+    return preprocess.select_stream(x.astype(np.float32), self.stream, self.layout,
+                                    self.channels)
 
   def window_keypoints(self) -> np.ndarray | None:
     """The window's keypoints as one sample (T, M, V, C), None if nobody is in it.
@@ -162,7 +170,8 @@ class Recognizer:
       annotation['keypoint_score'] = tracks[..., 2]
     if self.img_shape is not None:  # 2D
       annotation['img_shape'] = self.img_shape
-    return annotations.to_sample(annotation, self.layout, kind, self.model.input_shape[2])
+    return annotations.to_sample(annotation, self.layout, kind, self.model.input_shape[2],
+                                 normalization=self.normalization)
 
   def predict_window(self) -> Prediction:
     start = time.perf_counter()
@@ -201,7 +210,7 @@ def replay(model: serving.ExportedModel, path: str, *, window: int = 64, hop: in
   """Feeds a `.skeleton` file to a `Recognizer` at `fps` frames per second (0: unpaced)."""
   recognizer = Recognizer(model, window=window, hop=hop, top_k=top_k, name=path)
   if not recognizer.kinect:
-    raise ValueError(f'{model.path}: a {model.layout} export without NTU preprocessing; '
+    raise ValueError(f'{model.path}: a {model.layout.name} export without NTU preprocessing; '
                      f'only NTU exports replay .skeleton files (give --annotations)')
   skeleton = skeleton_lib.read_skeleton(path, np.float64, xyz_only=True)
   return play(recognizer, frames_of(skeleton), skeleton.num_frames, fps=fps, out=out,

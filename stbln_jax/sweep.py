@@ -17,7 +17,8 @@ eval_<split>.json exists is skipped and one with a checkpoint resumes; its outpu
 appended to <workdir>/<member>/train.log. `--emit=commands` prints the members' commands,
 `--emit=slurm` an sbatch array script with one member per task; rerun with
 `--collect_only` afterwards. The sweep then writes <workdir>/<sweep>.md and .csv (our
-top-1 beside the paper's, parameters and FLOPs of each member) and <sweep>.png.
+top-1 beside the paper's, parameters and FLOPs of each member; every accuracy in %) and
+<sweep>.png.
 
 A config that sets model.aggregate_at (configs/demo.py) is wrapped in a generated
 <workdir>/sweep_config.py that unsets it (a flag cannot set a field to None), so the
@@ -41,7 +42,9 @@ from ml_collections import config_flags
 
 from stbln_jax import checkpoint
 from stbln_jax import cli
+from stbln_jax import models
 from stbln_jax import paper_results
+from stbln_jax import workdir as workdir_lib
 
 SWEEPS = ('table1', 'table2', 'fig4')
 TABLE_MIXERS = ('additive', 'symmetric', 'bilinear')
@@ -335,17 +338,33 @@ def collect(plan: Plan, outcome: dict[str, str] | None = None) -> list[dict]:
       row['paper_top1'] = paper_results.table2(member.mixer, member.num_layers, benchmark)
     else:
       row['paper_top1'] = paper_results.fig4(member.aggregate_at, benchmark)
-    cost = flops.model_cost(member_config(plan.config, member).model, plan.config.num_frames)
+    model = _member_model(plan, member)
+    cost = (flops.model_cost(model, plan.config.num_frames) if model is not None
+            else dict.fromkeys(('params', 'gflops', 'gmacs')))
     row.update({k: cost[k] for k in ('params', 'gflops', 'gmacs')})
     rows.append(row)
   if plan.sweep == 'fig4':
     last = next((r for r in rows if r['aggregate_at'] == plan.config.model.num_layers), None)
     for r in rows:
-      r['speedup_vs_last_layer'] = last['gflops'] / r['gflops'] if last else None
+      r['speedup_vs_last_layer'] = (last['gflops'] / r['gflops']
+                                    if last and last['gflops'] and r['gflops'] else None)
       r['paper_speedup'] = paper_results.FIG5_SPEEDUP.get(r['aggregate_at'])
       r['paper_gflops'] = (paper_results.FIG5_GFLOPS.get(r['aggregate_at'])
                            if plan.config.model.num_layers == 10 else None)
   return rows
+
+
+def _member_model(plan: Plan, member: Member) -> ml_collections.ConfigDict | None:
+  """The member's model: as its run saved it (the dataset's fields filled in), else as
+  the plan gives it; None while fields the dataset decides are unknown."""
+  path = os.path.join(plan.member_dir(member), workdir_lib.CONFIG_FILE)
+  model = (workdir_lib.load_config(plan.member_dir(member)).model if os.path.exists(path)
+           else member_config(plan.config, member).model)
+  return None if any(model.get(f) is None for f in models.DATASET_FIELDS) else model
+
+
+def _count(x: int | None) -> str:
+  return '—' if x is None else f'{x:,}'
 
 
 def _pct(x: float | None) -> str:
@@ -378,7 +397,7 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
     title = f'Table I: top-1 (%) on {where}; paper: NTU RGB+D 60 joints, CS and CV'
     header = ['Attention/Mapping', 'ours', 'paper CS', 'paper CV', 'params', 'GFLOPs', 'status']
     body = [[paper_results.MIXER_LABELS[r['mixer']], _pct(r['top1']), _num(r['paper_cs']),
-             _num(r['paper_cv']), f"{r['params']:,}", _gflops(r['gflops']), r['status']]
+             _num(r['paper_cv']), _count(r['params']), _gflops(r['gflops']), r['status']]
             for r in rows]
   elif plan.sweep == 'table2':
     title = (f'Table II: top-1 (%) on {where} by depth; paper: NTU RGB+D 60 CV joints'
@@ -411,7 +430,7 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
     header = ['λ', 'ours', paper, 'params', 'GFLOPs', 'GMACs', '× cheaper than λ=L',
               'paper ×', 'paper G', 'status']
     body = [['none' if r['aggregate_at'] is None else str(r['aggregate_at']), _pct(r['top1']),
-             _num(r['paper_top1']), f"{r['params']:,}", _gflops(r['gflops']), _gflops(r['gmacs']),
+             _num(r['paper_top1']), _count(r['params']), _gflops(r['gflops']), _gflops(r['gmacs']),
              _num(r['speedup_vs_last_layer']), _num(r['paper_speedup']),
              _num(r['paper_gflops']), r['status']] for r in rows]
   return (f'{title}.\nOurs: the best per-epoch evaluation of each run, as the paper reports '
@@ -420,13 +439,19 @@ def format_markdown(plan: Plan, rows: list[dict]) -> str:
       _markdown(header, body)
 
 
+# Our accuracies, fractions in the rows; the CSV gives them in % as the paper's.
+_FRACTIONS = ('top1', 'final_top1', 'top5')
+
+
 def write_csv(rows: list[dict], path: str) -> None:
+  """One row per member, every accuracy in % (ours and the paper's)."""
   fields = list(dict.fromkeys(k for r in rows for k in r))
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     for r in rows:
-      writer.writerow({k: '' if r.get(k) is None else r[k] for k in fields})
+      writer.writerow({k: '' if r.get(k) is None else
+                       round(100 * r[k], 4) if k in _FRACTIONS else r[k] for k in fields})
 
 
 def plot(plan: Plan, rows: list[dict], path: str) -> bool:

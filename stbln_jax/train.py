@@ -16,8 +16,8 @@ included, as 2s-AGCN passes `model.parameters()` to the optimizer), learning rat
 `base_learning_rate · batch_size / base_batch_size` divided by 10 at epochs 30
 and 40 (counted in steps), cross-entropy, 50 epochs. The modern recipe's options
 (configs/ntu_modern.py): a linear warm-up, cosine decay to 0 after it
-(`lr_schedule='cosine'`), label smoothing, and the input pipeline's augmentation and
-temporal sampling.
+(`lr_schedule='cosine'`), label smoothing, and the input pipeline's augmentation,
+temporal sampling and `repeat` (longer epochs, which the schedule counts).
 """
 
 import contextlib
@@ -43,6 +43,7 @@ from stbln_jax import input_pipeline
 from stbln_jax import models
 from stbln_jax import sharding
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import augment
 
 State = dict[str, Any]
 LR_SCHEDULES = ('step', 'cosine')
@@ -78,27 +79,40 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
                              f'radians (0: off)')
   if not 0.0 <= scale < 1.0:
     raise models.ConfigError(f'augment.scale={scale} must be in [0, 1) (0: off)')
+  isotropic = augmentation.get('isotropic_scale', 0.0)
+  if not 0.0 <= isotropic < 1.0:
+    raise models.ConfigError(f'augment.isotropic_scale={isotropic} must be in [0, 1) '
+                             f'(0: off)')
+  axes = augmentation.get('rotation_axes', 'xyz')
+  if axes not in augment.ROTATION_AXES:
+    raise models.ConfigError(f'augment.rotation_axes={axes!r} must be one of '
+                             f'{augment.ROTATION_AXES}')
+  repeat = config.get('repeat', 1)
+  if not isinstance(repeat, int) or repeat < 1:
+    raise models.ConfigError(f'repeat={repeat!r} must be a positive integer (1: each '
+                             f'training example once per epoch)')
   for name in ('eval_every_epochs', 'checkpoint_every_epochs', 'keep_checkpoints',
                'log_every_steps'):
     if config[name] < 1:
       raise models.ConfigError(f'{name}={config[name]} must be at least 1')
 
 
-def _check_dataset(config: ml_collections.ConfigDict,
-                   dataset: input_pipeline.Dataset) -> int:
-  """Steps per epoch, or ConfigError if the splits or the sample shape cannot be used."""
-  evaluate.check_dataset(config, dataset)
-  for name in ('train_split', 'eval_split'):
-    if config[name] not in dataset.split_sizes:
-      raise models.ConfigError(f'{name}={config[name]!r}: {config.dataset} has no such '
-                               f'split; choose one of {sorted(dataset.split_sizes)}')
-  steps = dataset.steps_per_epoch(config.train_split, config.batch_size)
-  if steps < 1:
-    raise models.ConfigError(
-        f'batch_size={config.batch_size} is larger than the '
-        f'{dataset.num_examples(config.train_split)} examples of {config.dataset}/'
-        f'{config.train_split}; use a smaller batch')
-  return steps
+def fit_to_dataset(config: ml_collections.ConfigDict, dataset: input_pipeline.Dataset
+                   ) -> tuple[ml_collections.ConfigDict, int]:
+  """The config with the dataset's fields where unset (`evaluate.fit_to_dataset`) and
+  the steps per epoch, or one ConfigError naming everything that does not fit: the
+  model fields, the splits, a batch larger than a training epoch (the training split,
+  `repeat` times)."""
+  problems = []
+  repeat = config.get('repeat', 1)
+  if config.train_split in dataset.split_sizes:
+    size = dataset.num_examples(config.train_split)
+    if size * repeat < config.batch_size:
+      problems.append(f'batch_size={config.batch_size} is larger than the {size} examples '
+                      f'of {config.train_split} (repeat={repeat})')
+  config = evaluate.fit_to_dataset(config, dataset, splits=('train_split', 'eval_split'),
+                                   problems=problems)
+  return config, dataset.steps_per_epoch(config.train_split, config.batch_size, repeat)
 
 
 # ---- Optimizer and schedule ------------------------------------------------------
@@ -327,8 +341,9 @@ def _restore_or_init(manager, model, config, optimizer, mesh,
   if epoch * steps_per_epoch + batch != step:
     raise models.ConfigError(
         f'the checkpoint at step {step} was saved at epoch {epoch}, batch {batch}, but '
-        f'batch_size={config.batch_size} gives {steps_per_epoch} steps per epoch; resume '
-        f'with the config the run started with (config.json in its workdir)')
+        f'batch_size={config.batch_size} and repeat={config.get("repeat", 1)} give '
+        f'{steps_per_epoch} steps per epoch; resume with the config the run started with '
+        f'(config.json in its workdir)')
   logging.info('Resumed from step %d: epoch %d, after %d of its %d batches.', step,
                epoch + 1, batch, steps_per_epoch)
   return state, list(progress.get('evaluations', []))
@@ -348,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   config = demo.prepare_data(config, workdir)
   dataset = input_pipeline.open_dataset(config)
-  steps_per_epoch = _check_dataset(config, dataset)
+  config, steps_per_epoch = fit_to_dataset(config, dataset)
   mesh = sharding.make_mesh()
   model = models.create_model(config.model)
   schedule = learning_rate_schedule(config, steps_per_epoch)

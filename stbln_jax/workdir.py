@@ -85,6 +85,13 @@ def save_scores(workdir: str, split: str, *, names: Sequence[str], labels: np.nd
              logits=logits)
 
 
+def scored_splits(workdir: str) -> list[str]:
+  """The splits of `workdir` with a scores_<split>.npz, sorted."""
+  names = os.listdir(workdir) if os.path.isdir(workdir) else []
+  return sorted(n[len('scores_'):-len('.npz')] for n in names
+                if n.startswith('scores_') and n.endswith('.npz'))
+
+
 def load_scores(workdir: str, split: str) -> dict[str, np.ndarray]:
   """{'names', 'labels', 'logits'} as `save_scores` wrote them."""
   path = scores_path(workdir, split)

@@ -121,6 +121,27 @@ def test_joint_names_and_reference_graph_are_those_of_the_run_layout(tmp_path):
   assert layers[0].joint_names()[1] == 'neck'
 
 
+def test_heatmaps_name_the_joints_of_a_layout_file_and_are_readable(tmp_path):
+  from test_layouts import STICK8  # pylint: disable=g-import-not-at-top
+  stick = layouts.from_json(STICK8)
+  config = tiny_config(mixer='additive', num_joints=8)
+  config.model.layout, config.model.custom_layout = layouts.custom_fields(stick)
+  layers = analyze.network_matrices(config, _random_params(config))
+  fig = analyze.layer_figure(layers[0])
+  heatmaps = [ax for ax in fig.axes if ax.get_images() and ax.get_title()]
+  assert len(heatmaps) == 9  # Â_p, M_p, U_p of 3 partitions
+  for ax in heatmaps:
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(stick.joint_names)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(stick.joint_names)
+  analyze.plot_layer(layers[0], str(tmp_path / 'layer.png'))
+  height, width = mpimg.imread(tmp_path / 'layer.png').shape[:2]
+  assert width >= 700 and height >= 700
+  bilinear = tiny_config(mixer='bilinear')
+  analyze.plot_layer(analyze.network_matrices(bilinear, _random_params(bilinear))[0],
+                     str(tmp_path / 'one_column.png'))
+  assert mpimg.imread(tmp_path / 'one_column.png').shape[1] >= 700
+
+
 def test_analysis_of_a_trained_symmetric_run(tmp_path):
   config = tiny_config(mixer='symmetric', channels=(8, 8), strides=(1, 1), num_layers=2)
   config.dataset = 'ntu_rgbd/xview'

@@ -95,7 +95,7 @@ def three(tmp_path_factory):
   (root / 'raw' / 'classes.txt').write_text('drink water\nwave\nclap\n')
   summary = build.build_dataset('pose_annotations/coco17_2d',
                                 manual_dir=root / 'raw',
-                                data_dir=root / 'tfds', quiet=True)
+                                data_dir=root / 'tfds', quiet=True, max_persons=2)
   return samples, summary, root / 'tfds'
 
 
@@ -129,8 +129,10 @@ def test_dataset_info_names_layout_and_channels(three):
   _, _, data_dir = three
   builder = tfds.builder('pose_annotations/coco17_2d', data_dir=data_dir)
   assert builder.info.features['label'].names == ['drink water', 'wave', 'clap']
-  assert builder.info.features['skeleton'].shape == (None, 2, 17, 3)
-  assert dict(builder.info.metadata) == {'layout': 'coco17', 'channels': 'xys'}
+  assert builder.info.features['skeleton'].shape == (None, None, 17, 3)
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'coco17', 'custom_layout': None, 'channels': 'xys', 'num_persons': 2,
+      'preprocessing': None}
   assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
 
 
@@ -155,7 +157,7 @@ def test_kinds_give_their_channels(three):
 def test_configs_cover_every_layout_and_kind():
   builder = tfds.builder_cls('pose_annotations')
   names = sorted(c.name for c in builder.BUILDER_CONFIGS)
-  assert names == sorted(f'{layout}_{kind}' for layout in layouts.LAYOUTS
+  assert names == sorted(f'{layout}_{kind}' for layout in (*layouts.LAYOUTS, 'custom')
                          for kind in ('3d', '2d', '2d_xy'))
 
 
@@ -275,9 +277,19 @@ def test_to_sample_names_what_is_wrong(change, fragment):
 
 def test_a_file_with_nothing_usable_is_one_clear_error(tmp_path):
   write_pickle(tmp_path / 'raw' / 'bad.pkl', {'train': ['x']},
+               [mmaction_annotation('x', 2, 0, img_shape=(0, 10))])
+  with pytest.raises(annotations.AnnotationError,
+                     match='no annotation .* gives a record.*x: img_shape'):
+    build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+
+
+def test_keypoints_of_another_layout_are_one_clear_error(tmp_path):
+  write_pickle(tmp_path / 'raw' / 'bad.pkl', {'train': ['x']},
                [mmaction_annotation('x', 2, 0, num_joints=18)])
   with pytest.raises(annotations.AnnotationError,
-                     match='no annotation .* gives a record.*x: keypoint has'):
+                     match=r"layout 'coco17' has 17 joints, but the keypoints of .*bad\.pkl "
+                           r'have 18'):
     build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path / 'raw',
                         data_dir=tmp_path / 'tfds', quiet=True)
 
@@ -405,7 +417,9 @@ def test_openpose_tree_builds_with_people_followed(openpose_tree):
   builder = tfds.builder('pose_annotations/openpose18_2d', data_dir=root / 'tfds')
   assert builder.info.features['label'].names == ['stand', 'walk']
   assert records['walk_coco18']['label'] == 1 and records['still']['label'] == 0
-  assert dict(builder.info.metadata) == {'layout': 'openpose18', 'channels': 'xys'}
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'openpose18', 'custom_layout': None, 'channels': 'xys', 'num_persons': 2,
+      'preprocessing': None}
 
 
 def test_openpose_malformed_json_skips_its_clip(openpose_tree):
@@ -448,6 +462,121 @@ def test_parse_frame_names_what_is_wrong(text, fragment):
   assert openpose.parse_frame('{"people": [{"pose_keypoints_2d": []}]}') == []
 
 
+# ---- (d) a skeleton of one's own, one person, 3D normalisation ------------------
+
+HAND = {'name': 'hand5', 'joints': ['wrist', 'thumb', 'index', 'middle', 'little'],
+        'bones': [['thumb', 'wrist'], ['index', 'wrist'], ['middle', 'wrist'],
+                  ['little', 'wrist']],
+        'centre': 'wrist'}
+
+
+def hand_annotation(frame_dir, label, num_frames=6, seed=0, num_persons=1, dims=3):
+  rng = np.random.default_rng(seed)
+  return {'frame_dir': frame_dir, 'label': label, 'total_frames': num_frames,
+          'keypoint': rng.normal(1.0, 0.5, (num_persons, num_frames, 5, dims)
+                                 ).astype(np.float32),
+          'keypoint_score': rng.uniform(0.5, 1, (num_persons, num_frames, 5)
+                                        ).astype(np.float32)}
+
+
+@pytest.fixture(scope='module')
+def hands(tmp_path_factory):
+  """A 2D file of one-person hands with layout.json, built as custom_2d."""
+  root = tmp_path_factory.mktemp('hands')
+  samples = [hand_annotation(f'h{i}', i % 2, seed=i, dims=2) for i in range(4)]
+  write_pickle(root / 'raw' / 'hands.pkl', {'train': ['h0', 'h1', 'h2'], 'test': ['h3']},
+               samples)
+  (root / 'raw' / 'layout.json').write_text(json.dumps(HAND))
+  summary = build.build_dataset('pose_annotations/custom_2d', manual_dir=root / 'raw',
+                                data_dir=root / 'tfds', quiet=True)
+  return samples, summary, root / 'tfds'
+
+
+def test_a_layout_file_builds_one_person_of_its_joints(hands):
+  samples, summary, data_dir = hands
+  assert summary.examples == {'train': 3, 'test': 1} and not summary.skipped
+  builder = tfds.builder('pose_annotations/custom_2d', data_dir=data_dir)
+  assert dict(builder.info.metadata.items()) == {
+      'layout': 'hand5', 'custom_layout': HAND, 'channels': 'xys', 'num_persons': 1,
+      'preprocessing': None}
+  records = _records(data_dir, 'pose_annotations/custom_2d', 'train', 'test')
+  for sample in samples:
+    skeleton = records[sample['frame_dir']]['skeleton']
+    assert skeleton.shape == (6, 1, 5, 3)  # one person stays one
+    np.testing.assert_allclose(
+        skeleton[:, 0, :, :2], normalised(sample['keypoint'][0], sample['keypoint_score'][0],
+                                          1080, 1920), atol=1e-6)
+
+
+def test_a_layout_file_of_other_joints_than_the_keypoints_is_named(tmp_path):
+  write_pickle(tmp_path / 'raw' / 'hands.pkl', {'train': ['h0']},
+               [hand_annotation('h0', 0, dims=2)])
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(
+      dict(HAND, joints=HAND['joints'] + ['ring'], bones=HAND['bones'] + [['ring', 'wrist']])))
+  with pytest.raises(annotations.AnnotationError,
+                     match=rf"^{tmp_path / 'raw' / 'layout.json'}: 6 joints, but the keypoints "
+                           rf"of .*hands\.pkl have 5$"):
+    build.build_dataset('pose_annotations/custom_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+  (tmp_path / 'raw' / 'layout.json').unlink()
+  with pytest.raises(FileNotFoundError, match=r'layout\.json not found: the custom_\* configs'):
+    build.build_dataset('pose_annotations/custom_2d', manual_dir=tmp_path / 'raw',
+                        data_dir=tmp_path / 'tfds', quiet=True)
+
+
+def test_3d_normalisation_centres_and_aligns():
+  hand = layouts.from_json(HAND)
+  sample = hand_annotation('h', 0, num_persons=2, seed=5)
+  sample['keypoint'][1] *= 0.01  # the person who moves least comes second
+  sample['keypoint'][0, 2, 3] = 0  # unseen: stays zero
+  raw = annotations.to_sample(sample, hand, '3d')
+  every = annotations.to_sample(
+      sample, hand, '3d', normalization=annotations.Normalization('every_frame'))
+  seen = (raw != 0).any(-1, keepdims=True)
+  np.testing.assert_allclose(every, (raw - raw[:, :1, :1]) * seen, atol=1e-6)
+  assert (every[2, 0, 3] == 0).all()
+  first = annotations.to_sample(
+      sample, hand, '3d', normalization=annotations.Normalization('first_frame', 'index'))
+  np.testing.assert_allclose(first, (raw - raw[:1, :1, 2:3]) * seen, atol=1e-6)
+
+  # The thumb's bone turned to +z, then index -> little to +x: made perpendicular
+  # first, both end up exactly on their axes, and lengths are kept.
+  keypoint = sample['keypoint'][:1].copy()
+  up = keypoint[0, 0, 1] - keypoint[0, 0, 0]
+  across = keypoint[0, 0, 4] - keypoint[0, 0, 2]
+  keypoint[0, :, 4] -= np.dot(across, up) / np.dot(up, up) * up
+  aligned = annotations.to_sample(
+      dict(sample, keypoint=keypoint), hand, '3d', normalization=annotations.Normalization(
+          'every_frame', align=('wrist', 'thumb', 'index', 'little')))
+  z, x = aligned[0, 0, 1] - aligned[0, 0, 0], aligned[0, 0, 4] - aligned[0, 0, 2]
+  np.testing.assert_allclose(z / np.linalg.norm(z), [0, 0, 1], atol=1e-5)
+  np.testing.assert_allclose(x / np.linalg.norm(x), [1, 0, 0], atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(aligned, axis=-1),
+                             np.linalg.norm(annotations.to_sample(
+                                 dict(sample, keypoint=keypoint), hand, '3d',
+                                 normalization=annotations.Normalization('every_frame')),
+                                 axis=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize('spec', ['centre=every_frame:wrist', 'centre=first_frame:index',
+                                  'align=wrist:thumb:index:little',
+                                  'centre=every_frame:wrist,align=wrist:thumb:index:little'])
+def test_a_normalisation_is_its_spec(spec):
+  normalization = annotations.Normalization.from_spec(spec)
+  assert normalization.spec == spec
+  assert normalization.for_layout(layouts.from_json(HAND)) == normalization
+
+
+@pytest.mark.parametrize('spec,fragment', [
+    ('centre=sideways', "centre='sideways' is not one of"),
+    ('centre=first_frame,flip=x', 'is not a 3D normalisation'),
+    ('align=a:b:c', 'must name four joints'),
+])
+def test_a_bad_normalisation_says_what_is_wrong(spec, fragment):
+  with pytest.raises(ValueError, match=re.escape(fragment)):
+    annotations.Normalization.from_spec(spec)
+
+
 # ---- The command -------------------------------------------------------------
 
 
@@ -477,3 +606,32 @@ def test_command_line_reports_a_bad_pickle_as_one_line(tmp_path):
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ')
   assert f'{tmp_path / "raw" / "x.pkl"}: not a pickle file' in lines[0]
+
+
+def test_command_line_builds_3d_keypoints_normalised_without_tfds_chatter(tmp_path):
+  samples = [hand_annotation(f'h{i}', i % 2, seed=i) for i in range(3)]
+  write_pickle(tmp_path / 'raw' / 'hands.pkl', {'train': ['h0', 'h1'], 'test': ['h2']},
+               samples)
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(HAND))
+  args = ['pose_annotations/custom_3d', f'--manual_dir={tmp_path / "raw"}',
+          f'--data_dir={tmp_path / "tfds"}', '--centre=first_frame',
+          '--align=wrist,thumb,index,little']
+  result = _run(args)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith('pose_annotations/custom_3d -> ')
+  assert 'examples: test 1, train 2' in result.stdout
+  assert 'Downloading' not in result.stdout + result.stderr
+  builder = tfds.builder('pose_annotations/custom_3d', data_dir=tmp_path / 'tfds')
+  assert builder.info.metadata['preprocessing'] == (
+      'centre=first_frame:wrist,align=wrist:thumb:index:little')
+
+  (tmp_path / 'raw' / 'layout.json').write_text(json.dumps(dict(HAND, centre='palm')))
+  for flags, fragment in (
+      (['--overwrite'], f"{tmp_path / 'raw' / 'layout.json'}: centre 'palm' is not one of "
+                        'its joints'),
+      (['--overwrite', '--align=wrist,thumb'], 'must name four joints'),
+      (['--overwrite', '--centre_joint=thumb'], 'needs a centre')):
+    result = _run(args[:3] + flags)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and fragment in lines[0], lines

@@ -27,6 +27,10 @@ RANDOM_OPERATIONS = {
     'uniform_short': lambda x, rng: augment.uniform_indices(len(x), 50, rng),
     'uniform_medium': lambda x, rng: augment.uniform_indices(len(x), 30, rng),
     'uniform_long': lambda x, rng: augment.uniform_indices(len(x), 16, rng),
+    'rotate_xy_degrees': lambda x, rng: augment.random_rotate(
+        x, rng, np.radians(60), 'xyz', axes='xy', whole_degrees=True),
+    'isotropic_scale': lambda x, rng: augment.random_isotropic_scale(x, rng, 0.5),
+    'random_sorted': lambda x, rng: augment.random_sorted_indices(len(x), 52, rng),
 }
 
 
@@ -139,3 +143,45 @@ def test_uniform_sampling_covers_the_sample_in_order():
   clips = augment.eval_clip_indices(5, 8, 3)
   np.testing.assert_array_equal(clips[:, 0], [0, 1, 3])
   np.testing.assert_array_equal(clips[2], (3 + np.arange(8)) % 5)
+
+
+def _ctr_gcn_ucla_view(x, degrees_x, degrees_y, s=1.0):
+  """CTR-GCN's NW-UCLA view transform as its feeder writes it: row vectors times
+  Ry·Rx·S, its own signs."""
+  ax, ay = np.radians(degrees_x), np.radians(degrees_y)
+  rx = np.array([[1, 0, 0], [0, np.cos(ax), np.sin(ax)], [0, -np.sin(ax), np.cos(ax)]])
+  ry = np.array([[np.cos(ay), 0, -np.sin(ay)], [0, 1, 0], [np.sin(ay), 0, np.cos(ay)]])
+  return x.reshape(-1, 3) @ (ry @ rx @ (s * np.eye(3)))
+
+
+def test_xy_rotation_in_whole_degrees_is_ctr_gcns_ucla_view_transform():
+  x = skeleton(frames=6, joints=20).astype(np.float64)
+  for seed in range(10):
+    rotated = augment.random_rotate(x, np.random.default_rng(seed), np.radians(60), 'xyz',
+                                    axes='xy', whole_degrees=True)
+    degrees = np.random.default_rng(seed).integers(-60, 61, size=2)
+    np.testing.assert_allclose(rotated.reshape(-1, 3), _ctr_gcn_ucla_view(x, *degrees),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_isotropic_scale_is_one_factor_for_every_axis_and_leaves_scores():
+  x = skeleton(channels=3)
+  for seed in range(5):
+    scaled = augment.random_isotropic_scale(x, np.random.default_rng(seed), 0.5, 'xys')
+    factors = scaled[..., :2] / x[..., :2]
+    np.testing.assert_allclose(factors, factors.flat[0], rtol=1e-5)
+    assert 0.5 <= factors.flat[0] <= 1.5
+    np.testing.assert_array_equal(scaled[..., 2], x[..., 2])
+
+
+@pytest.mark.parametrize('length', [1, 6, 52, 201])
+def test_random_sorted_and_spread_indices(length):
+  rng = np.random.default_rng(4)
+  indices = augment.random_sorted_indices(length, 52, rng)
+  assert indices.shape == (52,) and indices.min() >= 0 and indices.max() < length
+  assert np.all(np.diff(indices) >= 0)
+  if length < 52:
+    assert len(set(indices)) <= length  # repeats
+  spread = augment.spread_indices(length, 52)
+  np.testing.assert_array_equal(spread, np.floor(np.linspace(0, length - 1, 52)))
+  assert spread[0] == 0 and spread[-1] == length - 1

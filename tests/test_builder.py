@@ -258,7 +258,7 @@ def test_empty_manual_dir_or_other_dataset_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='is empty'):
     build.build_dataset('ntu_rgbd/xview', manual_dir=tmp_path,
                         data_dir=tmp_path / 'tfds', quiet=True)
-  with pytest.raises(ValueError, match='not an ntu_rgbd or pose_annotations'):
+  with pytest.raises(ValueError, match='not an ntu_rgbd, pose_annotations or nw_ucla'):
     build.build_dataset('mnist', manual_dir=tmp_path, data_dir=tmp_path / 'tfds')
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from configs import default
 from stbln_jax import checkpoint
+from stbln_jax import cli
 from stbln_jax import ensemble
 from stbln_jax import evaluate
 from stbln_jax import input_pipeline
@@ -205,6 +206,38 @@ def test_save_restore_evaluate_gives_identical_metrics(trained):
     np.testing.assert_array_equal(f['labels'], scores['labels'])
 
 
+def test_the_best_checkpoint_is_the_best_evaluations(trained, tmp_path, ntu_samples_dir):
+  workdir, config, summary, _ = trained
+  best = summary['best_epoch']
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  manager = checkpoint.make_manager(str(copy), create=False)
+  assert checkpoint.chosen_step(manager, 'best') == best['step']
+  assert checkpoint.chosen_step(manager, str(best['step'])) == best['step']
+  with pytest.raises(checkpoint.CheckpointError, match="'last' is neither a step number "
+                                                       "nor 'best'"):
+    checkpoint.chosen_step(manager, 'last')
+  manager.close()
+  report = evaluate.evaluate(config, str(copy), checkpoint_step='best')
+  assert report['step'] == best['step'] and report['top1'] == pytest.approx(best['top1'])
+  out = io.StringIO()
+  predict.run(str(copy), [str(ntu_samples_dir / f'{REAL_FILES[0]}.skeleton')],
+              checkpoint_step='best', out=out)
+  assert f'(step {best["step"]}, joint stream)' in out.getvalue()
+
+
+def test_checkpoints_without_evaluations_have_no_best(tmp_path):
+  manager = checkpoint.make_manager(str(tmp_path))
+  checkpoint.save(manager, {'step': np.int32(7), 'params': {'w': np.ones(2)}},
+                  progress={'epoch': 1, 'batch': 0, 'evaluations': []})
+  manager.wait_until_finished()
+  with pytest.raises(checkpoint.CheckpointError, match=r'was saved with an evaluation, so '
+                                                       r'none is the best; name a step '
+                                                       r'\(available: \[7\]\)'):
+    checkpoint.chosen_step(manager, 'best')
+  manager.close()
+
+
 def test_saved_config_round_trips(trained):
   workdir, config, _, _ = trained
   loaded = workdir_lib.load_config(workdir)
@@ -332,14 +365,37 @@ def test_ensemble_refuses_different_sample_sets(trained, tmp_path):
 
 
 def test_ensemble_command_reports_a_missing_workdir_as_one_line(tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', 'stbln_jax.ensemble', f'--workdirs={tmp_path}'],
-      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
-      timeout=120, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  def run(*flags):
+    return subprocess.run(
+        [sys.executable, '-m', 'stbln_jax.ensemble', f'--workdirs={tmp_path}', *flags],
+        cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+        timeout=120, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  result = run()
   assert result.returncode == 2
   assert result.stderr.strip() == (
-      f'error: {tmp_path}/scores_test.npz not found; evaluate first: python -m '
-      f'stbln_jax.main --mode=eval --workdir={tmp_path}')
+      f"error: {tmp_path}/config.json not found: is '{tmp_path}' the --workdir of a "
+      f'training run?')
+  result = run('--split=test')
+  assert result.returncode == 2
+  assert result.stderr.strip() == (
+      f'error: {tmp_path}/scores_test.npz not found; evaluate it first: python -m '
+      f'stbln_jax.main --mode=eval --workdir={tmp_path} --split=test')
+
+
+def test_ensemble_fuses_the_runs_evaluation_split(trained, tmp_path):
+  workdir, _, summary, scores = trained
+  run = tmp_path / 'run'
+  run.mkdir()
+  config = workdir_lib.load_config(workdir)
+  config.eval_split = 'xsub_val'
+  workdir_lib.save_config(config, str(run))
+  np.savez(run / 'scores_xsub_val.npz', **scores)
+  report = ensemble.fuse([str(run)])
+  assert report['split'] == 'xsub_val' and report['num_examples'] == NUM_TEST
+  assert report['fused']['top1'] == pytest.approx(summary['top1'])
+  with pytest.raises(cli.InputError, match=r'scores_test\.npz not found; it has scores '
+                                           r'of xsub_val \(--split\)'):
+    ensemble.fuse([str(run)], split='test')
 
 
 def test_predict_uses_the_preprocessing_its_dataset_was_built_with():
@@ -350,5 +406,5 @@ def test_predict_uses_the_preprocessing_its_dataset_was_built_with():
   assert build.channels_of('pose_annotations/coco17_2d') == 'xys'
   assert build.channels_of('pose_annotations/openpose18_2d_xy') == 'xy'
   assert build.channels_of('ntu_rgbd/xview') == 'xyz'
-  with pytest.raises(ValueError, match='neither'):
+  with pytest.raises(ValueError, match='is not an ntu_rgbd, pose_annotations or nw_ucla'):
     build.builder_config('mnist/x')

@@ -21,11 +21,14 @@ import pytest
 
 from configs import default
 from stbln_jax import checkpoint
+from stbln_jax import cli
 from stbln_jax import export
 from stbln_jax import models
 from stbln_jax import ops
+from stbln_jax import predict
 from stbln_jax import serving
 from stbln_jax import workdir as workdir_lib
+from stbln_jax.data import layouts
 
 
 def tiny_config(**model):
@@ -111,6 +114,52 @@ def test_fixed_export_folds_symmetric_to_additive_and_skips_an_absent_person(tmp
     loaded(x[:1])
 
 
+@pytest.mark.parametrize('sampling,stream,clips', [
+    ('pad', 'joint', 1), ('crop_resize', 'bone', 1), ('uniform', 'bone_motion', 3)])
+def test_prepare_and_classify_are_what_predict_does(symbolic_export, sampling, stream, clips):
+  config, variables, output, _ = symbolic_export
+  config = config.copy_and_resolve_references()
+  config.update(temporal_sampling=sampling, stream=stream, num_test_clips=clips)
+  loaded = serving.load(output)
+  # The sidecar of the same network exported from this run's config.
+  loaded.meta.update(stream=stream, temporal_sampling=sampling, num_test_clips=clips)
+  rng = np.random.default_rng(5)
+  records = [rng.normal(size=(t, 2, 25, 3)).astype(np.float32) for t in (7, 40)]
+  inputs, _, _ = predict.inputs_of([(str(i), r, None) for i, r in enumerate(records)],
+                                   config)
+  model = models.create_model(config.model).clone(temporal_conv='xla')
+  probabilities = predict._probabilities(model, variables, inputs)  # pylint: disable=protected-access
+  for record, x, p in zip(records, inputs, probabilities):
+    prepared = loaded.prepare(record)
+    assert prepared.shape == (clips, config.num_frames, 2, 25, 3)
+    np.testing.assert_allclose(prepared, x if clips > 1 else x[None], atol=1e-6)
+    top = loaded.classify(record, 3)
+    assert [name for name, _ in top] == [f'action {c}' for c in np.argsort(-p)[:3]]
+    np.testing.assert_allclose([q for _, q in top], np.sort(p)[::-1][:3], atol=1e-5)
+  with pytest.raises(serving.ExportError, match=r'a record of shape \(7, 1, 25, 3\)'):
+    loaded.prepare(records[0][:, :1])
+
+
+def test_a_failing_export_option_writes_nothing(symbolic_export, tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'tensorflow', None)  # as if not installed
+  output = tmp_path / 'm.stablehlo'
+  run = os.path.join(os.path.dirname(symbolic_export[2]), 'run')
+  with pytest.raises(cli.InputError, match=r'--saved_model=.*sm needs TensorFlow \(nothing '
+                                           r'was written\)'):
+    export.export_run(run, str(output), saved_model=str(tmp_path / 'sm'))
+  assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_head_that_does_not_fit_the_class_names_is_refused(tmp_path):
+  # The run's files; the check comes before its checkpoint is read.
+  workdir_lib.save_config(tiny_config(num_classes=6), str(tmp_path / 'run'))
+  workdir_lib.save_class_names([f'action {i}' for i in range(5)], str(tmp_path / 'run'))
+  with pytest.raises(models.ConfigError, match=r'model.num_classes=6 logits, but the run '
+                                               r'names 5 classes'):
+    export.export_run(str(tmp_path / 'run'), str(tmp_path / 'm.stablehlo'))
+  assert not (tmp_path / 'm.stablehlo').exists()
+
+
 class ConvBN(nn.Module):
   """A temporal convolution (with or without a bias) and a BN, then a BN after a ReLU."""
   use_bias: bool
@@ -174,8 +223,8 @@ def test_layout_and_channels_are_checked_against_the_model():
   with pytest.raises(models.ConfigError, match=r"num_joints=17, but layout 'ntu25' has 25"):
     export.layout_and_channels(config)
   config.model.layout = 'coco17'
-  assert export.layout_and_channels(config) == ('coco17', 'xyz')
-  assert export.layout_and_channels(config, 'xys') == ('coco17', 'xys')
+  assert export.layout_and_channels(config) == (layouts.COCO17, 'xyz')
+  assert export.layout_and_channels(config, 'xys') == (layouts.COCO17, 'xys')
   with pytest.raises(models.ConfigError, match=r"in_channels=3, but channels 'xy' are 2"):
     export.layout_and_channels(config, 'xy')
 

@@ -19,6 +19,7 @@ from stbln_jax import models
 from stbln_jax import train
 from stbln_jax.data import augment
 from stbln_jax.data import build
+from stbln_jax.data import layouts
 from stbln_jax.data import preprocess
 from stbln_jax.data import skeleton as skeleton_lib
 from stbln_jax.data import synthetic
@@ -301,10 +302,11 @@ def pose_config(data_dir, **overrides):
 def test_a_dataset_says_its_sample_shape_layout_and_channels(pose_data_dir, config):
   dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
   assert (dataset.sample_shape, dataset.layout, dataset.channels) == (
-      (2, 17, 3), 'coco17', 'xys')
-  assert dataset.class_names == POSE_CLASSES
+      (2, 17, 3), layouts.COCO17, 'xys')
+  assert dataset.class_names == POSE_CLASSES and dataset.preprocessing is None
   ntu = input_pipeline.open_dataset(config)
-  assert (ntu.sample_shape, ntu.layout, ntu.channels) == ((2, 25, 3), 'ntu25', 'xyz')
+  assert (ntu.sample_shape, ntu.layout, ntu.channels, ntu.preprocessing) == (
+      (2, 25, 3), layouts.NTU25, 'xyz', '2s-agcn')
 
 
 def test_pipeline_reads_a_coco17_dataset(pose_data_dir):
@@ -328,17 +330,36 @@ def test_pipeline_reads_a_coco17_dataset(pose_data_dir):
   assert len(names[0]) > 32
 
 
-def test_model_config_must_match_the_dataset(pose_data_dir):
+def test_a_config_that_contradicts_the_dataset_is_one_line_naming_every_mismatch(
+    pose_data_dir):
   dataset = input_pipeline.open_dataset(pose_config(pose_data_dir))
-  with pytest.raises(models.ConfigError,
-                     match=r'model.\(num_persons, num_joints, in_channels\)=\(2, 25, 3\), '
-                           r'but tiny_poses holds samples of \(M, V, C\)=\(2, 17, 3\)'):
-    evaluate.check_dataset(default.get_config(), dataset)
-  config = pose_config(pose_data_dir)
+  with pytest.raises(models.ConfigError) as error:
+    train.fit_to_dataset(default.get_config(), dataset)
+  message = str(error.value)
+  assert '\n' not in message and message.startswith('the config does not fit dataset '
+                                                     'tiny_poses: ')
+  for fragment in ('model.num_classes=60, but it has 3 classes',
+                   "model.layout='ntu25', but its skeletons are 'coco17'",
+                   'model.num_joints=25, but its skeletons have 17 joints',
+                   "train_split='train' is not one of its splits ['xsub_train', 'xsub_val']",
+                   "eval_split='test' is not one of its splits"):
+    assert fragment in message, fragment
+  config = pose_config(pose_data_dir, batch_size=12)
   config.model.layout = 'openpose18'
-  with pytest.raises(models.ConfigError, match="set model.layout='coco17'"):
-    evaluate.check_dataset(config, dataset)
-  evaluate.check_dataset(pose_config(pose_data_dir), dataset)
+  with pytest.raises(models.ConfigError, match=r"model.layout='openpose18', but its "
+                     r"skeletons are 'coco17'; batch_size=12 is larger than the 8 examples"):
+    train.fit_to_dataset(config, dataset)
+
+
+def test_unset_model_fields_are_the_datasets(pose_data_dir):
+  config = default.dataset_decides(pose_config(pose_data_dir))
+  dataset = input_pipeline.open_dataset(config)
+  fitted, steps = train.fit_to_dataset(config, dataset)
+  assert steps == 2 and config.model.num_classes is None  # a copy
+  assert (fitted.model.num_classes, fitted.model.layout, fitted.model.num_persons,
+          fitted.model.num_joints, fitted.model.in_channels) == (3, 'coco17', 2, 17, 3)
+  assert fitted.model.custom_layout is None and fitted.preprocessing is None
+  models.create_model(fitted.model)
 
 
 def test_default_loader_is_the_papers_padding_whatever_the_seed_and_epoch(config):
@@ -402,3 +423,91 @@ def test_a_modern_recipe_run_on_the_coco17_dataset(pose_data_dir, tmp_path):
     total = np.exp(scores['logits'].astype(np.float64)).sum(-1)
     np.testing.assert_allclose(total, 1.0, rtol=1e-5)
     assert list(scores['names']) == [n for n, _, _ in _records(config, 'xsub_val')]
+
+
+# ---- Per-clip normalisation, sorted sampling, repeat --------------------------
+
+NEW_FIELDS = ('crop_min_frames', 'center_joint', 'normalization', 'repeat')
+NEW_AUGMENT_FIELDS = ('rotation_axes', 'whole_degrees', 'isotropic_scale')
+
+
+@pytest.mark.parametrize('recipe', ['paper', 'modern'])
+def test_configs_without_the_newer_fields_give_the_same_batches(pose_data_dir, recipe):
+  """A config saved before these fields (a workdir's config.json) reads as the
+  defaults, which leave every input as it was."""
+  config = pose_config(pose_data_dir, stream='bone')
+  if recipe == 'modern':
+    config.update(temporal_sampling='crop_resize', crop_interval=(0.2, 0.6))
+    config.augment.update(rotation=0.3, scale=0.1)
+  old = config.copy_and_resolve_references()
+  for field in NEW_FIELDS:
+    del old[field]
+  for field in NEW_AUGMENT_FIELDS:
+    del old.augment[field]
+  batches = _train(config, epoch=1) + list(input_pipeline.eval_batches(
+      config, process_index=0, process_count=1))
+  old_batches = _train(old, epoch=1) + list(input_pipeline.eval_batches(
+      old, process_index=0, process_count=1))
+  for a, b in zip(batches, old_batches, strict=True):
+    np.testing.assert_array_equal(a['skeleton'], b['skeleton'])
+
+
+def test_the_crop_keeps_at_least_crop_min_frames(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='crop_resize',
+                       crop_interval=(0.1, 0.1), crop_min_frames=4)
+  records = _records(config, 'xsub_train')
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 0)
+  for indices, batch in zip(order, _train(config, epoch=0)):
+    for index, row in zip(indices, batch['skeleton']):
+      rng = augment.sample_rng(config.seed, 0, int(index))
+      np.testing.assert_array_equal(
+          row, augment.crop_resize(records[index][1], 10, (0.1, 0.1), rng, min_length=4))
+
+
+def test_clips_are_centred_normalised_then_sampled_in_order(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='random_sorted', stream='bone',
+                       center_joint=5, normalization='minmax')
+  config.augment.update(rotation=0.3, isotropic_scale=0.5)
+  records = _records(config, 'xsub_train')
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 0)
+  for indices, batch in zip(order, _train(config, epoch=0)):
+    for index, row in zip(indices, batch['skeleton']):
+      rng = augment.sample_rng(config.seed, 0, int(index))
+      x = preprocess.center_on_first_frame(records[index][1], 5, 'xys')
+      x = augment.random_isotropic_scale(x, rng, 0.5, 'xys')
+      x = augment.random_rotate(x, rng, 0.3, 'xys')
+      x = preprocess.select_stream(preprocess.min_max(x, 'xys'), 'bone', 'coco17', 'xys')
+      np.testing.assert_array_equal(row, x[augment.random_sorted_indices(len(x), 10, rng)])
+  (batch,) = input_pipeline.eval_batches(config, process_index=0, process_count=1)
+  for (_, x, _), row in zip(_records(config, 'xsub_val'), batch['skeleton']):
+    x = preprocess.min_max(preprocess.center_on_first_frame(x, 5, 'xys'), 'xys')
+    x = preprocess.select_stream(x, 'bone', 'coco17', 'xys')
+    np.testing.assert_array_equal(row, x[augment.spread_indices(len(x), 10)])
+
+
+def test_repeat_reads_every_record_k_times_an_epoch_each_copy_on_its_own(pose_data_dir):
+  config = pose_config(pose_data_dir, temporal_sampling='uniform', repeat=3)
+  records = _records(config, 'xsub_train')  # 8: 24 positions, 6 batches of 4
+  assert input_pipeline.steps_per_epoch(config) == 6
+  order = input_pipeline.epoch_order(len(records), 4, config.seed, 2, repeat=3)
+  np.testing.assert_array_equal(np.sort(order.ravel() % 8), np.repeat(np.arange(8), 3))
+  # repeat 1 is the order of before.
+  np.testing.assert_array_equal(
+      input_pipeline.epoch_order(8, 4, config.seed, 2, repeat=1),
+      input_pipeline.epoch_order(8, 4, config.seed, 2))
+  batches = _train(config, epoch=2)
+  copies = {}
+  for positions, batch in zip(order, batches, strict=True):
+    np.testing.assert_array_equal(batch['label'], [records[p % 8][2] for p in positions])
+    for position, row in zip(positions, batch['skeleton']):
+      x = records[position % 8][1]
+      rng = augment.sample_rng(config.seed, 2, int(position))
+      np.testing.assert_array_equal(row, x[augment.uniform_indices(len(x), 10, rng)])
+      copies.setdefault(position % 8, []).append(row)
+  # The three copies of a long record are sampled differently.
+  assert len({row.tobytes() for row in copies[6]}) == 3
+  # The stream counts the longer epochs: step 6 is the first batch of epoch 1.
+  stream = input_pipeline.train_stream(config, start_step=6, process_index=0,
+                                       process_count=1)
+  np.testing.assert_array_equal(next(stream)['skeleton'],
+                                _train(config, epoch=1)[0]['skeleton'])

@@ -1,11 +1,9 @@
-"""Own keypoints end to end: the README's worked example builds, and synthetic COCO-17
-2D keypoints in a PYSKL-format pickle build, train, evaluate and predict.
+"""Synthetic COCO-17 2D keypoints in a PYSKL-format pickle build, train, evaluate and
+predict (the 2D demo); the README's own-skeleton route is tests/test_own_skeleton.py.
 """
 
 import io
 import json
-import pathlib
-import re
 import subprocess
 import sys
 
@@ -15,32 +13,7 @@ import pytest
 from stbln_jax import metrics
 from stbln_jax import predict
 from stbln_jax.data import annotations
-from stbln_jax.data import build
 from tiny_run import REPO, subprocess_env
-
-README = REPO / 'README.md'
-
-
-def readme_example() -> str:
-  """The Python block of the README's worked example of an annotation file."""
-  text = README.read_text()
-  start = text.index('A worked example, with keypoints from any 2D pose estimator')
-  return re.search(r'```python\n(.*?)```', text[start:], re.S).group(1)
-
-
-def test_the_readmes_worked_example_builds(tmp_path):
-  rng = np.random.default_rng(0)
-  my_clips = []
-  for i in range(90):
-    t = int(rng.integers(8, 20))
-    keypoint = rng.uniform(0, 1000, size=(1, t, 17, 2))
-    my_clips.append((f'clip_{i:03d}', i % 3, keypoint, rng.uniform(0.2, 1, size=(1, t, 17))))
-  code = readme_example().replace('/data/my_actions', str(tmp_path))
-  exec(code, {'my_clips': my_clips})  # pylint: disable=exec-used
-  summary = build.build_dataset('pose_annotations/coco17_2d', manual_dir=tmp_path,
-                                data_dir=tmp_path / 'tfds', quiet=True)
-  assert summary.examples == {'train': 80, 'test': 10}
-  assert not summary.skipped
 
 
 @pytest.fixture(scope='module')

@@ -195,6 +195,24 @@ def test_config_errors_say_what_to_change(overrides, message):
     models.create_model(model_config(**overrides))
 
 
+def test_strides_follow_the_channels_unless_given():
+  cfg = model_config()
+  assert cfg.strides is None and models.strides_of(cfg) == (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
+  cfg = model_config(channels=(32, 32, 64, 64, 64), num_layers=4)  # channels alone
+  assert models.create_model(cfg).strides == (1, 1, 2, 1)
+  cfg = model_config(channels=(32, 32, 64, 64), strides=(1, 2, 1, 1), num_layers=4)
+  assert models.create_model(cfg).strides == (1, 2, 1, 1)
+
+
+def test_a_model_needs_the_fields_the_dataset_decides():
+  cfg = default.dataset_decides(default.get_config()).model
+  models.validate_model_config(cfg)  # unset: checked once the dataset is known
+  with pytest.raises(models.ConfigError, match=r'model.num_classes, model.layout, '
+                                               r'model.num_persons, model.num_joints, '
+                                               r'model.in_channels unset'):
+    models.create_model(cfg)
+
+
 def test_the_bilinear_mixer_needs_no_graph_and_takes_any_number_of_joints():
   model = models.create_model(model_config(mixer='bilinear', num_joints=7, num_layers=2))
   x = jnp.zeros((1, 8, 2, 7, 3))

@@ -618,3 +618,38 @@ def test_select_stream():
       preprocess.to_motion(preprocess.to_bone(x)))
   with pytest.raises(ValueError, match='unknown stream'):
     preprocess.select_stream(x, 'velocity')
+
+
+def test_centring_subtracts_a_joint_of_the_first_frame_from_every_frame():
+  rng = np.random.default_rng(10)
+  x = rng.normal(size=(5, 2, 20, 3)).astype(np.float32)
+  centred = preprocess.center_on_first_frame(x, 1)
+  np.testing.assert_allclose(centred, x - x[0, 0, 1], rtol=1e-6)
+  assert not centred[0, 0, 1].any() and centred.dtype == np.float32
+  # A score channel is left alone.
+  scored = preprocess.center_on_first_frame(x, 3, 'xys')
+  np.testing.assert_allclose(scored[..., :2], x[..., :2] - x[0, 0, 3, :2], rtol=1e-6)
+  np.testing.assert_array_equal(scored[..., 2], x[..., 2])
+
+
+def test_min_max_maps_each_coordinate_of_the_clip_onto_minus_one_to_one():
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(7, 1, 20, 3)).astype(np.float32) * [1.0, 2.0, 0.5]
+  out = preprocess.min_max(x)
+  flat = out.reshape(-1, 3)
+  np.testing.assert_allclose(flat.min(0), -1.0, atol=1e-6)
+  np.testing.assert_allclose(flat.max(0), 1.0, atol=1e-6)
+  low, high = x.reshape(-1, 3).min(0), x.reshape(-1, 3).max(0)
+  np.testing.assert_allclose(out, (x - low) / (high - low) * 2 - 1, rtol=1e-5, atol=1e-6)
+  # A shift and a positive scale per axis change nothing (so centring before it does
+  # not either); a single frame still spans [-1, 1] over its joints.
+  np.testing.assert_allclose(preprocess.min_max(x * [3.0, 0.5, 2.0] + [1.0, -4.0, 9.0]),
+                             out, atol=1e-5)
+  np.testing.assert_allclose(preprocess.min_max(x[:1]).reshape(-1, 3).max(0), 1.0,
+                             atol=1e-6)
+  # A coordinate that never varies becomes 0; a score channel is left alone.
+  x[..., 2] = 0.25
+  out = preprocess.min_max(x, 'xys')
+  np.testing.assert_array_equal(out[..., 2], x[..., 2])
+  flat = preprocess.min_max(x).reshape(-1, 3)
+  assert np.isfinite(flat).all() and not flat[:, 2].any()

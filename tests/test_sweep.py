@@ -6,6 +6,7 @@ command line; its first member is killed after its first checkpoint beforehand.
 """
 
 import csv
+import json
 import os
 import pathlib
 import re
@@ -98,6 +99,12 @@ def test_sweep_table_has_both_members_with_ours_and_the_papers(swept):
   # The deeper network costs more.
   assert float(csv_rows[1]['gflops']) > float(csv_rows[0]['gflops'])
   assert {r['status'] for r in csv_rows} == {'done'}  # the CSV of the second call
+  # One unit: our accuracies in % as the paper's.
+  for depth, (row, csv_row) in enumerate(zip(rows, csv_rows), start=1):
+    report = json.loads((swept['root'] / f'additive_L{depth}' / 'eval_test.json').read_text())
+    assert float(csv_row['final_top1']) == pytest.approx(100 * report['top1'])
+    assert float(csv_row['top1']) == pytest.approx(float(row.split('|')[2]), abs=0.005)
+    assert float(csv_row['paper_top1']) == paper_results.TABLE2_CV['additive'][depth - 1]
   png = (swept['root'] / 'table2.png').read_bytes()
   assert png.startswith(b'\x89PNG\r\n\x1a\n')
 

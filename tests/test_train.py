@@ -5,6 +5,7 @@ Step tests feed arrays directly (whole runs are in test_eval_predict.py). Compil
 steps are shared through module fixtures.
 """
 
+import math
 import os
 import pathlib
 import signal
@@ -20,6 +21,7 @@ import pytest
 from ml_collections import config_flags
 
 from configs import default
+from configs import ucla
 from stbln_jax import checkpoint
 from stbln_jax import mixers
 from stbln_jax import models
@@ -216,6 +218,12 @@ def test_optimizer_is_pytorch_sgd_with_nesterov_and_l2_decay():
     ('warmup_epochs', 50, 'warmup_epochs=50 must be in'),
     ('augment.rotation', -0.1, 'augment.rotation=-0.1 must be an angle'),
     ('augment.scale', 1.5, 'augment.scale=1.5 must be in'),
+    ('augment.isotropic_scale', 1.0, 'augment.isotropic_scale=1.0 must be in'),
+    ('augment.rotation_axes', 'yz', "augment.rotation_axes='yz' must be one of"),
+    ('crop_min_frames', 0, 'crop_min_frames=0 must be at least 1'),
+    ('center_joint', 25, 'center_joint=25 must be a joint of the 25'),
+    ('normalization', 'zscore', "normalization='zscore' must be one of"),
+    ('repeat', 0, 'repeat=0 must be a positive integer'),
 ])
 def test_config_errors_say_what_to_change(field, value, message):
   config = tiny_config()
@@ -292,7 +300,13 @@ def test_checkpoints_keep_the_last_ones_and_the_best(tmp_path):
     ('demo.py', 'ntu_rgbd/xview', 'joint', 60),
     ('ntu_modern.py', 'ntu_rgbd/xsub', 'joint', 60),
     ('ntu_modern.py:cs120', 'ntu_rgbd/xsub120', 'joint', 120),
-    ('coco17.py', 'pose_annotations/coco17_2d', 'joint', 60)])
+    ('coco17.py', 'pose_annotations/coco17_2d', 'joint', None),  # the dataset's
+    ('annotations.py', 'pose_annotations/custom_2d', 'joint', None),
+    ('annotations.py:smoke', 'pose_annotations/custom_2d', 'joint', None),
+    ('ucla.py', 'nw_ucla/xview', 'joint', 10),
+    ('ucla.py:cpu', 'nw_ucla/xview', 'joint', 10),
+    ('ucla.py:cpu,bone_motion', 'nw_ucla/xview', 'bone_motion', 10),
+    ('ucla.py:joint_motion', 'nw_ucla/xview', 'joint_motion', 10)])
 def test_config_files_load_validate_and_take_overrides(spec, dataset, stream, num_classes):
   def parse(*overrides):
     argv = ['main', f'--config={CONFIGS / spec}', *overrides]
@@ -325,11 +339,34 @@ def test_the_paper_recipe_is_the_default_and_the_modern_one_changes_only_trainin
           modern.warmup_epochs, modern.label_smoothing) == ('crop_resize', 64, 'cosine', 5,
                                                             0.1)
   coco = train_config('coco17.py')
-  assert (coco.model.layout, coco.model.num_joints, coco.model.in_channels) == (
-      'coco17', 17, 3)
+  # The dataset decides the classes, the layout and (M, V, C).
+  assert all(coco.model[f] is None for f in models.DATASET_FIELDS)
+  own = train_config('annotations.py')
+  assert all(own.model[f] is None for f in models.DATASET_FIELDS)
+  assert own.model.channels == paper.model.channels and own.model.strides is None
+  assert models.strides_of(own.model) == (1, 1, 1, 1, 2, 1, 1, 2, 1, 1)
   assert (coco.train_split, coco.eval_split) == ('xsub_train', 'xsub_val')
   assert (coco.temporal_sampling, coco.num_frames, coco.num_test_clips) == (
       'uniform', 100, 10)
+
+
+def test_the_ucla_configs_are_ctr_gcns_recipe_on_one_person_of_twenty_joints():
+  gpu, cpu = train_config('ucla.py'), train_config('ucla.py:cpu')
+  for config in (gpu, cpu):
+    assert (config.model.layout, config.model.num_persons, config.model.num_joints,
+            config.model.num_classes) == ('kinect20', 1, 20, 10)
+    assert (config.num_frames, config.temporal_sampling, config.center_joint,
+            config.normalization) == (52, 'random_sorted', 1, 'minmax')
+    assert (config.augment.rotation_axes, config.augment.whole_degrees,
+            config.augment.isotropic_scale) == ('xy', True, 0.5)
+    assert round(math.degrees(config.augment.rotation)) == 60
+  assert gpu.model.to_dict() == default.get_config().model.to_dict() | dict(
+      num_classes=10, layout='kinect20', num_persons=1, num_joints=20)
+  assert (gpu.batch_size, gpu.base_learning_rate, gpu.base_batch_size, gpu.nesterov,
+          gpu.weight_decay, gpu.warmup_epochs, tuple(gpu.lr_decay_epochs), gpu.num_epochs,
+          gpu.repeat) == (16, 0.1, 16, True, 1e-4, 5, (50,), 65, 5)
+  with pytest.raises(ValueError, match=r'expected \[cpu\]\[,<stream>\]'):
+    ucla.get_config('cpu,velocity')
 
 
 def train_config(name):

@@ -17,18 +17,20 @@ An annotation file is a pickled dict with two keys (the format of MMAction2's
                and whatever else (original_shape, ...), which is not read.
 
 `to_sample` turns one annotation into a record's float32 (T, M, V, C) for one
-layout (`layouts`) and one kind (`KINDS`):
+layout (`layouts`: a registered one or a layout file's) and one kind (`KINDS`):
 
-  '3d'     C = 3: x, y, z as given.
+  '3d'     C = 3: x, y, z as given, or normalised (`Normalization`).
   '2d'     C = 3: x, y normalised to [-1, 1] by img_shape, then the score.
   '2d_xy'  C = 2: x, y normalised as for '2d'.
 
 2D normalisation is PYSKL's `PreNormalize2D` ('fix' mode): x -> (x - w/2) /
 (w/2), y -> (y - h/2) / (h/2), and a keypoint whose score is at most
-`SCORE_THRESHOLD` (undetected) gets x = y = 0. Persons: the `num_persons` of
-highest total score (2D with scores) or of most motion (`preprocess.
-motion_energy`: 3D, or 2D without scores) are kept, in that order; fewer are
-padded with zeros.
+`SCORE_THRESHOLD` (undetected) gets x = y = 0. 3D keypoints are kept as given
+unless a `Normalization` centres them on a joint (in the first frame or in
+every frame) and optionally turns them to 2s-AGCN's view. Persons: the
+`num_persons` of highest total score (2D with scores) or of most motion
+(`preprocess.motion_energy`: 3D, or 2D without scores) are kept, in that order;
+fewer are padded with zeros.
 """
 
 from __future__ import annotations
@@ -62,6 +64,107 @@ _SPLIT_NAME = re.compile(r'^[A-Za-z0-9_]+$')
 
 class AnnotationError(ValueError):
   """An annotation file or one annotation that cannot be used, and why."""
+
+
+# ---- 3D normalisation -------------------------------------------------------
+
+CENTRINGS = ('first_frame', 'every_frame')
+_SPEC_SEPARATORS = ',:='
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+  """How '3d' keypoints are normalised when they become a record. The default
+  keeps them as given.
+
+  Attributes:
+    centre: None, or 'first_frame' / 'every_frame': the keypoints lose joint
+      `joint` of the first person (the best ranked) in the first frame, or in
+      the same frame (2s-AGCN, PYSKL's `PreNormalize3D`); keypoints exactly at
+      zero (unseen) stay zero.
+    joint: the joint to centre on, by name (None: the layout's centre).
+    align: None, or four joint names (a, b, c, d): 2s-AGCN's view alignment,
+      after the centring: the first person's vector a -> b in the first frame
+      is turned to +z, then c -> d to +x (`preprocess.view_rotation`); for
+      ntu25, 2s-AGCN's own: SpineBase, SpineMid, ShoulderLeft, ShoulderRight.
+  """
+
+  centre: str | None = None
+  joint: str | None = None
+  align: tuple[str, ...] | None = None
+
+  def __post_init__(self):
+    if self.centre not in (None,) + CENTRINGS:
+      raise ValueError(f'centre={self.centre!r} is not one of {CENTRINGS}')
+    if self.joint is not None and self.centre is None:
+      raise ValueError(f'a centre joint ({self.joint!r}) needs a centre '
+                       f'({" or ".join(CENTRINGS)})')
+    if self.align is not None and len(self.align) != 4:
+      raise ValueError(f'align={self.align!r} must name four joints a, b, c, d '
+                       '(a -> b turned to +z, c -> d to +x)')
+    for name in (self.joint, *(self.align or ())):
+      if name is not None and (not name or set(name) & set(_SPEC_SEPARATORS)):
+        raise ValueError(f'joint {name!r} cannot be named in a normalisation '
+                         f'(empty, or holds one of {_SPEC_SEPARATORS!r})')
+
+  @property
+  def spec(self) -> str | None:
+    """The normalisation as the text a dataset, a run and an export record
+    (`preprocessing`), e.g. 'centre=every_frame:SpineMid,align=SpineBase:
+    SpineMid:ShoulderLeft:ShoulderRight'; None for keypoints as given. The
+    builder records it after `for_layout`, which names the centre joint."""
+    parts = []
+    if self.centre is not None:
+      parts.append(f'centre={self.centre}' + (f':{self.joint}' if self.joint else ''))
+    if self.align is not None:
+      parts.append('align=' + ':'.join(self.align))
+    return ','.join(parts) or None
+
+  @classmethod
+  def from_spec(cls, spec: str | None) -> Normalization:
+    """The normalisation `spec` names (None or '': none)."""
+    fields = {}
+    for part in (spec or '').split(','):
+      if not part:
+        continue
+      key, _, value = part.partition('=')
+      if key == 'centre' and 'centre' not in fields:
+        fields['centre'], _, joint = value.partition(':')
+        fields['joint'] = joint or None
+      elif key == 'align' and 'align' not in fields:
+        fields['align'] = tuple(value.split(':'))
+      else:
+        raise ValueError(f'{spec!r} is not a 3D normalisation (centre=<'
+                         f'{"|".join(CENTRINGS)}>[:<joint>][,align=<a>:<b>:<c>:<d>])')
+    return cls(**fields)
+
+  def for_layout(self, layout: str | layouts.Layout) -> Normalization:
+    """This normalisation with its joints checked against `layout`, and the
+    centre joint named (the layout's when not given)."""
+    layout = layouts.get_layout(layout)
+    names = layout.joint_names
+    unknown = [j for j in (self.joint, *(self.align or ())) if j is not None
+               and j not in names]
+    if unknown:
+      raise ValueError(f'joint {unknown[0]!r} of normalisation {self.spec!r} is not a '
+                       f'joint of layout {layout.name!r}')
+    if self.centre is None or self.joint is not None:
+      return self
+    return dataclasses.replace(self, joint=names[layout.center])
+
+  def apply(self, sample: np.ndarray, layout: layouts.Layout) -> np.ndarray:
+    """The normalised float32 (T, M, V, 3) of a 3D `sample` of `layout`."""
+    if self.centre is None and self.align is None:
+      return sample
+    names = layout.joint_names
+    s = np.array(sample, np.float64)
+    if self.centre is not None:
+      joint = names.index(self.joint) if self.joint else layout.center
+      preprocess.centre_on(s, joint, every_frame=self.centre == 'every_frame')
+    if self.align is not None:
+      a, b, c, d = (names.index(j) for j in self.align)
+      s = s @ preprocess.view_rotation(s, (a, b), (c, d)).T
+    return s.astype(np.float32)
 
 
 # ---- The file ---------------------------------------------------------------
@@ -178,17 +281,20 @@ def _ranked_persons(keypoint: np.ndarray, score: np.ndarray | None,
   return np.argsort(-rank, kind='stable')[:num_persons]
 
 
-def to_sample(annotation: Mapping, layout: str, kind: str,
-              num_persons: int = preprocess.NUM_PERSONS, *,
-              num_classes: int | None = None) -> np.ndarray:
+def to_sample(annotation: Mapping, layout: str | layouts.Layout, kind: str,
+              num_persons: int | None = preprocess.NUM_PERSONS, *,
+              num_classes: int | None = None,
+              normalization: Normalization | None = None) -> np.ndarray:
   """One annotation as a record's float32 (T, num_persons, V, C).
 
   Args:
     annotation: one entry of an annotation file's 'annotations'.
-    layout: a `layouts` key; it fixes V.
+    layout: a `layouts` key or a `layouts.Layout`; it fixes V.
     kind: one of `KINDS`; it fixes C (see the module docstring).
-    num_persons: M of the result.
+    num_persons: M of the result (None: the annotation's own M).
     num_classes: when given, labels must be below it (see `check_label`).
+    normalization: for kind '3d', how to normalise the keypoints (None: as
+      given).
 
   Raises:
     AnnotationError: naming the frame_dir and what is wrong: a missing key, a
@@ -198,7 +304,10 @@ def to_sample(annotation: Mapping, layout: str, kind: str,
   """
   if kind not in KINDS:
     raise ValueError(f'unknown annotation kind {kind!r}; expected one of {KINDS}')
-  num_joints = layouts.get_layout(layout).num_joints
+  layout = layouts.get_layout(layout)
+  num_joints = layout.num_joints
+  if normalization is not None and kind != '3d':
+    raise ValueError(f'a 3D normalisation is for kind \'3d\', not {kind!r}')
   if not isinstance(annotation, Mapping):
     raise AnnotationError(
         f'an annotation is a {type(annotation).__name__}, not a dict')
@@ -228,7 +337,7 @@ def to_sample(annotation: Mapping, layout: str, kind: str,
       or not keypoint.shape[0]):
     raise AnnotationError(
         f'{where}: keypoint has shape {keypoint.shape}, expected {expected} '
-        f'(total_frames, {layout} joints, kind {kind!r})')
+        f'(total_frames, {layout.name} joints, kind {kind!r})')
   score = annotation.get('keypoint_score') if kind != '3d' else None
   if score is not None:
     score = _float_array(score, 'keypoint_score', where)
@@ -250,10 +359,13 @@ def to_sample(annotation: Mapping, layout: str, kind: str,
       keypoint[score <= SCORE_THRESHOLD] = 0
     if kind == '2d':
       keypoint = np.concatenate([keypoint, score[..., None]], axis=-1)
+  num_persons = len(keypoint) if num_persons is None else num_persons
   keep = _ranked_persons(keypoint[..., :channels], score, num_persons)
   sample = np.zeros((total_frames, num_persons, num_joints,
                      keypoint.shape[-1]), np.float32)
   sample[:, :len(keep)] = keypoint[keep].transpose(1, 0, 2, 3)
+  if normalization is not None:
+    sample = normalization.apply(sample, layout)
   return sample
 
 

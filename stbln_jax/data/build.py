@@ -1,4 +1,5 @@
-"""Builds `ntu_rgbd/<config>` and `pose_annotations/<config>` records, from Python.
+"""Builds `ntu_rgbd/<config>`, `pose_annotations/<config>` and `nw_ucla` records,
+from Python.
 
 Owns `build_dataset` (what `python -m data_prep.build` and demos call) and the
 `BuildSummary` it returns: records per split, `.skeleton` files or annotations
@@ -19,8 +20,9 @@ import time
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 
-# Importing the builders registers `ntu_rgbd` and `pose_annotations`.
+# Importing the builders registers `ntu_rgbd`, `pose_annotations` and `nw_ucla`.
 from stbln_jax.data import ntu_rgbd
+from stbln_jax.data import nw_ucla
 from stbln_jax.data import pose_annotations
 
 
@@ -32,12 +34,16 @@ def builder_config(dataset: str):
     return ntu_rgbd.get_config(name)
   if builder == 'pose_annotations':
     return pose_annotations.get_config(name)
-  raise ValueError(f'{dataset!r} is neither an ntu_rgbd nor a pose_annotations dataset')
+  if builder == 'nw_ucla':
+    return nw_ucla.get_config(name)
+  raise ValueError(f'{dataset!r} is not an ntu_rgbd, pose_annotations or nw_ucla '
+                   'dataset')
 
 
 def preprocessing_of(dataset: str) -> str | None:
   """The preprocessing of an `ntu_rgbd` dataset's raw files; None for annotation
-  records, which hold the keypoints as given (2D ones normalised by the image size)."""
+  records (their 3D normalisation, if any, is in the dataset's metadata and a run's
+  `config.preprocessing`) and NW-UCLA records (each clip as recorded)."""
   return getattr(builder_config(dataset), 'preprocessing', None)
 
 
@@ -62,6 +68,7 @@ _WORDING = {
                                'official missing-skeleton list'),
     pose_annotations.PoseAnnotations: _Wording(
         'annotations', 'annotations', 'in no split', None),
+    nw_ucla.NwUcla: _Wording('.json files', 'files', 'in no split', None),
 }
 
 
@@ -152,22 +159,30 @@ def build_dataset(
     num_workers: int | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    max_persons: int | None = None,
+    normalization: pose_annotations.Normalization | None = None,
 ) -> BuildSummary:
   """Parses the raw data under `manual_dir` into `name`'s records.
 
   Args:
     name: 'ntu_rgbd/<config>' with config xview, xsub, xsub120 or xset120
-      (each also `<config>_tracked`), or 'pose_annotations/<layout>_<kind>'
-      (e.g. 'pose_annotations/coco17_2d').
+      (each also `<config>_tracked`), 'pose_annotations/<layout>_<kind>'
+      (e.g. 'pose_annotations/coco17_2d'; layout 'custom' reads the manual
+      dir's layout.json), or 'nw_ucla' ('nw_ucla/xview').
     manual_dir: for ntu_rgbd, searched recursively for `.skeleton` files; for
       pose_annotations, a folder with one `.pkl` annotation file or an
-      OpenPose JSON tree, and optionally classes.txt (None: TFDS's default
-      `<data_dir>/downloads/manual`).
+      OpenPose JSON tree, optionally classes.txt, and layout.json for the
+      custom configs; for nw_ucla, searched recursively for the `.json` clips
+      (None: TFDS's default `<data_dir>/downloads/manual`).
     data_dir: TFDS data dir (None: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
     num_workers: processes parsing `.skeleton` files (None: all cores; 1:
       this process only); annotations are converted in this process.
     overwrite: rebuild even if the dataset exists.
-    quiet: no progress bars and no TFDS messages on stdout.
+    quiet: no progress bars.
+    max_persons: pose_annotations: keep at most this many persons a sample
+      (None: the most an annotation of the file has).
+    normalization: pose_annotations '3d' configs: how to normalise the
+      keypoints (None: as given).
 
   Returns:
     The `BuildSummary`; `str(summary.format())` is the report to print.
@@ -177,13 +192,20 @@ def build_dataset(
   except tfds.core.registered.DatasetNotFoundError:
     builder_cls = None
   if builder_cls not in _WORDING:
-    raise ValueError(f'{name!r} is not an ntu_rgbd or pose_annotations config')
+    raise ValueError(f'{name!r} is not an ntu_rgbd, pose_annotations or nw_ucla '
+                     'config')
   if manual_dir is not None and not pathlib.Path(manual_dir).is_dir():
     raise FileNotFoundError(f'manual_dir {manual_dir} is not a directory')
   if manual_dir is not None and not any(pathlib.Path(manual_dir).iterdir()):
     raise FileNotFoundError(f'manual_dir {manual_dir} is empty')
-  kwargs = ({'num_workers': num_workers}
-            if builder_cls is ntu_rgbd.NtuRgbd else {})
+  if builder_cls is pose_annotations.PoseAnnotations:
+    kwargs = {'max_persons': max_persons, 'normalization': normalization}
+  elif max_persons is not None or normalization is not None:
+    raise ValueError(f'{name}: max_persons and a normalisation are options of the '
+                     f'pose_annotations builder')
+  else:
+    kwargs = ({'num_workers': num_workers} if builder_cls is ntu_rgbd.NtuRgbd
+              else {})
   builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
           else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
@@ -191,8 +213,9 @@ def build_dataset(
   start = time.perf_counter()
   with contextlib.ExitStack() as stack:
     stack.enter_context(_progress_bars(not quiet))
-    if quiet:
-      stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    # TFDS prints that it is downloading (nothing: the data are local) and where
+    # the dataset went; the summary says it.
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
         download_mode=mode))

@@ -2,8 +2,9 @@
 
 This module owns the builder's preprocessing (`preprocess_skeleton`, applied
 once when records are written and again on raw files at prediction time) and
-the pure array functions applied when samples are read: `pad_or_crop` to a
-fixed length and the bone/motion streams. Two preprocessings
+the pure array functions applied when samples are read: the per-clip
+normalisation (`center_on_first_frame`, `min_max`), `pad_or_crop` to a fixed
+length and the bone/motion streams. Two preprocessings
 (`PREPROCESSINGS`):
 
   '2s-agcn' (the default): 2s-AGCN's `data_gen/ntu_gendata.py` (`read_xyz`)
@@ -43,6 +44,8 @@ STREAMS = ('joint', 'bone', 'joint_motion', 'bone_motion')
 # What the last axis of a sample holds: 3D coordinates, 2D coordinates, or 2D
 # coordinates and the detector's score.
 CHANNELS = ('xyz', 'xy', 'xys')
+# How a clip's coordinates are scaled when read: as stored, or by `min_max`.
+NORMALIZATIONS = ('none', 'minmax')
 
 
 class NoSkeletonError(skeleton_lib.SkeletonFormatError):
@@ -231,19 +234,36 @@ def pre_normalize(x: np.ndarray) -> np.ndarray:
   s = s[:len(present) - int(np.argmax(present[::-1]))]
   for m in range(s.shape[1]):
     s[:, m] = _repeat_tail(s[:, m])
-  center = s[:, 0:1, ntu.SPINE_MID:ntu.SPINE_MID + 1].copy()  # (T', 1, 1, 3)
+  centre_on(s, ntu.SPINE_MID)
+  rotation = view_rotation(s, (ntu.SPINE_BASE, ntu.SPINE_MID),
+                           (ntu.LEFT_SHOULDER, ntu.RIGHT_SHOULDER))
+  # Zeros (absent joints) stay zero.
+  return (s @ rotation.T).astype(np.float32)
+
+
+def centre_on(s: np.ndarray, joint: int, every_frame: bool = True) -> None:
+  """Subtracts joint `joint` of person 1, in the same frame (or in the first
+  frame), from every joint of `s` (T, M, V, 3) in place; joints exactly at zero
+  (absent) stay zero."""
+  centre = s[:, 0:1, joint:joint + 1] if every_frame else s[:1, 0:1, joint:joint + 1]
+  centre = centre.copy()  # (T or 1, 1, 1, 3)
   # s.sum(-1) != 0 (summed in the same order); an axis of 3 is slow to
   # reduce and to broadcast over, so the mask is spelled out per coordinate.
   mask = (s[..., 0] + s[..., 1] + s[..., 2]) != 0
-  s -= center
+  s -= centre
   s *= np.repeat(mask[..., None], 3, axis=-1)
-  z_rotation = rotation_onto(s[0, 0, ntu.SPINE_MID] - s[0, 0, ntu.SPINE_BASE],
-                             [0.0, 0.0, 1.0])
-  shoulders = z_rotation @ (s[0, 0, ntu.RIGHT_SHOULDER]
-                            - s[0, 0, ntu.LEFT_SHOULDER])
-  x_rotation = rotation_onto(shoulders, [1.0, 0.0, 0.0])
-  # Both rotations at once; zeros (absent joints) stay zero.
-  return (s @ (x_rotation @ z_rotation).T).astype(np.float32)
+
+
+def view_rotation(s: np.ndarray, up: tuple[int, int],
+                  across: tuple[int, int]) -> np.ndarray:
+  """2s-AGCN's view alignment of `s` (T, M, V, 3) as one rotation (3, 3): it turns
+  person 1's vector from joint up[0] to up[1] in the first frame to +z, then
+  across[0] -> across[1] to +x, each about the cross product of the two
+  directions (`rotation_onto`)."""
+  z_rotation = rotation_onto(s[0, 0, up[1]] - s[0, 0, up[0]], [0.0, 0.0, 1.0])
+  x_rotation = rotation_onto(z_rotation @ (s[0, 0, across[1]] - s[0, 0, across[0]]),
+                             [1.0, 0.0, 0.0])
+  return x_rotation @ z_rotation
 
 
 def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -400,6 +420,43 @@ def preprocess_skeleton(
   return sample
 
 
+# ---- Per-clip normalisation ---------------------------------------------------
+
+
+def coordinates(channels: str) -> int:
+  """How many leading channels are coordinates (a score channel is not)."""
+  return 3 if channels == 'xyz' else 2
+
+
+def center_on_first_frame(x: np.ndarray, joint: int,
+                          channels: str = 'xyz') -> np.ndarray:
+  """x (T, M, V, C) less joint `joint` of the first person in the first frame,
+  in every frame, person and joint (coordinates only)."""
+  n = coordinates(channels)
+  out = np.array(x, np.float32)
+  out[..., :n] -= out[0, 0, joint, :n].copy()
+  return out
+
+
+def min_max(x: np.ndarray, channels: str = 'xyz') -> np.ndarray:
+  """Each coordinate of x (T, M, V, C) mapped linearly onto [-1, 1] over the
+  whole clip (all frames, persons and joints); one that never varies becomes 0.
+
+  CTR-GCN's NW-UCLA normalisation. It undoes any shift and any positive scale
+  of an axis, so a centring or a scaling before it changes nothing; a rotation
+  does.
+  """
+  n = coordinates(channels)
+  out = np.array(x, np.float32)
+  coords = out[..., :n].reshape(-1, n)
+  low, high = coords.min(axis=0), coords.max(axis=0)
+  span = high - low
+  with np.errstate(divide='ignore', invalid='ignore'):
+    scaled = (out[..., :n] - low) / span * 2 - 1
+  out[..., :n] = np.where(span > 0, scaled, 0.0)
+  return out
+
+
 # ---- Length and streams ------------------------------------------------------
 
 
@@ -422,7 +479,8 @@ def pad_or_crop(x: np.ndarray, num_frames: int) -> np.ndarray:
   return tiled[..., :num_frames, :, :, :]
 
 
-def to_bone(x: np.ndarray, layout: str = 'ntu25', channels: str = 'xyz') -> np.ndarray:
+def to_bone(x: np.ndarray, layout: str | layouts.Layout = 'ntu25',
+            channels: str = 'xyz') -> np.ndarray:
   """Bones (..., T, M, V, C): bone[child] = joint[child] - joint[parent] over the
   layout's tree (`layouts`); the centre joint's bone is zero.
 
@@ -451,10 +509,10 @@ def to_motion(x: np.ndarray, channels: str = 'xyz') -> np.ndarray:
   return out
 
 
-def select_stream(x: np.ndarray, name: str, layout: str = 'ntu25',
+def select_stream(x: np.ndarray, name: str, layout: str | layouts.Layout = 'ntu25',
                   channels: str = 'xyz') -> np.ndarray:
-  """One of `STREAMS` computed from joints x (..., T, M, V, C) of `layout`
-  whose last axis holds `channels` (one of `CHANNELS`)."""
+  """One of `STREAMS` computed from joints x (..., T, M, V, C) of `layout` (a name
+  or a `layouts.Layout`) whose last axis holds `channels` (one of `CHANNELS`)."""
   if channels not in CHANNELS:
     raise ValueError(f'unknown channels {channels!r}; expected one of {CHANNELS}')
   if name == 'joint':

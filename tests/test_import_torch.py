@@ -13,10 +13,10 @@ import pytest
 
 from configs import default
 from stbln_jax import checkpoint
+from stbln_jax import import_torch
 from stbln_jax import models
 from stbln_jax import predict
 from stbln_jax import sharding
-from stbln_jax import torch_import
 from stbln_jax import train
 from stbln_jax import workdir as workdir_lib
 
@@ -38,7 +38,7 @@ def _config(mixer: str, num_classes: int = 10, num_layers: int = 10, num_frames:
 
 
 def _zeros(cfg) -> dict:
-  return {k: np.zeros(s, np.float32) for k, s in torch_import.torch_layout(cfg).items()}
+  return {k: np.zeros(s, np.float32) for k, s in import_torch.torch_layout(cfg).items()}
 
 
 def _torch_network(mixer: str, seed: int = 0, **kwargs):
@@ -72,7 +72,7 @@ def _relative(a, b) -> float:
 def test_converted_network_gives_the_same_logits_and_training_step(mixer):
   config = _config(mixer)
   torch, net = _torch_network(mixer, num_class=10, num_person=2)
-  variables = torch_import.convert(net.state_dict(), config.model)
+  variables = import_torch.convert(net.state_dict(), config.model)
   x = torch.randn(2, 3, 16, 25, 2)  # (N, C, T, V, M)
   ours_x = jnp.asarray(x.permute(0, 2, 4, 3, 1).numpy())  # (N, T, M, V, C)
   labels = torch.tensor([3, 7])
@@ -119,21 +119,21 @@ def test_dataparallel_prefix_opendr_names_and_numpy_input():
   arrays['layers.layer1.bln.rand_graph'] = np.arange(3 * 25 * 25, dtype=np.float32).reshape(
       3, 25, 25)
   arrays['layers.layer2.bln.bln_residual.1.weight'] = np.arange(64, dtype=np.float32)
-  plain = torch_import.convert(arrays, cfg)
-  prefixed = torch_import.convert({f'module.{k}': v for k, v in arrays.items()}, cfg)
+  plain = import_torch.convert(arrays, cfg)
+  prefixed = import_torch.convert({f'module.{k}': v for k, v in arrays.items()}, cfg)
   jax.tree.map(np.testing.assert_array_equal, plain, prefixed)
   # OpenDR's ST-BLN: the spatial step is `gcn`, its shortcut `gcn_residual`.
   opendr = {k.replace('.bln.bln_residual.', '.gcn.gcn_residual.').replace('.bln.', '.gcn.'): v
             for k, v in arrays.items()}
   assert 'layers.layer2.gcn.gcn_residual.1.weight' in opendr
-  jax.tree.map(np.testing.assert_array_equal, plain, torch_import.convert(opendr, cfg))
+  jax.tree.map(np.testing.assert_array_equal, plain, import_torch.convert(opendr, cfg))
   np.testing.assert_array_equal(
       plain['params']['layer_2']['residual_v']['bn']['scale'], np.arange(64))
   # Their H·U is our U·H: U_p transposed.
   np.testing.assert_array_equal(plain['params']['layer_1']['mixer']['U'],
                                 np.swapaxes(arrays['layers.layer1.bln.rand_graph'], 1, 2))
   # Old PyTorch versions save no num_batches_tracked.
-  torch_import.convert({k: v for k, v in arrays.items()
+  import_torch.convert({k: v for k, v in arrays.items()
                         if not k.endswith('num_batches_tracked')}, cfg)
 
 
@@ -143,27 +143,27 @@ def test_missing_unexpected_and_mis_shaped_entries_are_named(mixer):
   arrays = _zeros(cfg)
   name = 'layers.layer5.tcn.t_conv.weight'
   missing = {k: v for k, v in arrays.items() if k != name}
-  with pytest.raises(torch_import.CheckpointError, match=rf'^{name} is missing'):
-    torch_import.convert(missing, cfg)
+  with pytest.raises(import_torch.StateDictError, match=rf'^{name} is missing'):
+    import_torch.convert(missing, cfg)
   extra = {**arrays, 'layers.layer6.tcn.bn.weight': np.ones(128, np.float32)}
-  with pytest.raises(torch_import.CheckpointError,
+  with pytest.raises(import_torch.StateDictError,
                      match=r'^layers.layer6.tcn.bn.weight is not an entry'):
-    torch_import.convert(extra, cfg)
+    import_torch.convert(extra, cfg)
   wrong = {**arrays, 'fc.weight': np.zeros((60, 128), np.float32)}
-  with pytest.raises(torch_import.CheckpointError,
+  with pytest.raises(import_torch.StateDictError,
                      match=r'^fc.weight has shape \(60, 128\), but .* has \(10, 128\)'):
-    torch_import.convert(wrong, cfg)
+    import_torch.convert(wrong, cfg)
 
 
 def test_configs_without_a_pytorch_network_are_refused():
   cfg = _config('bilinear', num_layers=2).model
   arrays = _zeros(cfg)
   cfg.arch = 'lean'
-  with pytest.raises(torch_import.CheckpointError, match="model.arch='lean'"):
-    torch_import.convert(arrays, cfg)
+  with pytest.raises(import_torch.StateDictError, match="model.arch='lean'"):
+    import_torch.convert(arrays, cfg)
   cfg = _config('symmetric', num_layers=2).model
-  with pytest.raises(torch_import.CheckpointError, match="'symmetric' has no released"):
-    torch_import.convert(arrays, cfg)
+  with pytest.raises(import_torch.StateDictError, match="'symmetric' has no released"):
+    import_torch.convert(arrays, cfg)
 
 
 def test_import_command_writes_a_workdir_that_predict_restores(tmp_path):

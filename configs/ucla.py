@@ -22,7 +22,7 @@ The network of `get_config()` is the paper's released ST-BLN (configs/default.py
 the 20 Kinect v1 joints and one person. `get_config('cpu')` is a lean ST-BLN of 0.85 M
 parameters (channels 32-128, λ = 6) trained for 16 epochs (80 passes over the clips),
 the first a warm-up, then a cosine decay to 0, with weight decay 5e-4 and label
-smoothing 0.1: under 20 minutes on 2 CPU cores (README).
+smoothing 0.1: under 20 minutes on 2 CPU cores (docs/nw_ucla.md).
 """
 
 import math

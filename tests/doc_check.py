@@ -16,8 +16,8 @@
   they must import; pip extras (`.[test]`): defined in pyproject.toml.
 `check` lists what does not hold, one line each. What the commands define is learnt by
 `introspect`, run in a fresh process (this file as a script: flags are process-global):
-it imports every command, defines its flags (`_define_flags`) one command at a time and
-loads every config.
+it imports every command, defines its flags (`_define_flags`) one command at a time (a
+script that defines them on import owns those) and loads every config.
 """
 
 from __future__ import annotations
@@ -322,13 +322,19 @@ def introspect(request: dict) -> dict:
       loaded[name] = importlib.import_module(name)
     except Exception as e:  # pylint: disable=broad-except
       modules[name] = {'error': f'cannot be imported: {type(e).__name__}: {e}'}
+  # A command that defines its flags on import (a script) owns them; they are set aside
+  # so that another command may define the same names.
+  by_module = FLAGS.flags_by_module_dict()
+  on_import = {name: describe({f.name for f in by_module.get(name, [])}) for name in loaded}
+  for flag in {f for own in on_import.values() for f in own}:
+    delattr(FLAGS, flag)
   base = describe(FLAGS)  # absl's, the libraries' and stbln_jax.cli's
   for name, module in loaded.items():
     before = set(FLAGS)
     if hasattr(module, '_define_flags'):  # the commands define their flags only when run
       module._define_flags()  # pylint: disable=protected-access
     own = set(FLAGS) - before
-    modules[name] = {'flags': describe(own)}
+    modules[name] = {'flags': {**on_import[name], **describe(own)}}
     for flag in own:
       delattr(FLAGS, flag)
 

@@ -93,6 +93,10 @@ python -m benchmarks.model --batch=8 --frame=300
 ```"""
 
 
+# A script that defines its flags on import, some of them named as data_prep.build's.
+SCRIPT = '`python -m benchmarks.nw_ucla_inputs --manual_dir=DIR --data_dir=DIR`'
+
+
 @pytest.fixture(scope='module')
 def info():
   refs = [read_page(p) for p in pages()]
@@ -100,7 +104,7 @@ def info():
   record.names = []  # not checked there
   refs.append(record)
   refs += [read_references('README.md', page)
-           for page in [GOOD, RECORD, *(b for b, _ in BAD.values())]]
+           for page in [GOOD, RECORD, SCRIPT, *(b for b, _ in BAD.values())]]
   return run_introspection(refs)
 
 
@@ -155,6 +159,10 @@ def test_the_introspection_sees_each_commands_own_flags(info):
   assert main['flags']['config']['config'] and main['flags']['multihost']['bool']
   assert 'workdir' not in flops['flags'] and 'sweep_aggregate_at' in flops['flags']
   assert 'verbose' in info['base']  # stbln_jax.cli's, shared by every command
+  script, build = (info['modules'][m]['flags']
+                   for m in ('benchmarks.nw_ucla_inputs', 'data_prep.build'))
+  assert {'manual_dir', 'data_dir'} <= set(script) & set(build)
+  assert 'manual_dir' not in info['base']
 
 
 @pytest.mark.parametrize('page', pages())

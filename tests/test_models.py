@@ -14,7 +14,7 @@ from stbln_jax import flops
 from stbln_jax import mixers
 from stbln_jax import models
 
-README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+MODEL_DOC = pathlib.Path(__file__).resolve().parents[1] / 'docs' / 'model.md'
 
 
 def model_config(**overrides):
@@ -229,13 +229,13 @@ def test_lambda_one_past_the_last_layer_means_no_aggregation():
   assert a['params'] == b['params'] and a['flops'] == b['flops']
 
 
-def _readme_table_rows(label: str) -> list[list[str]]:
+def _table_rows(label: str) -> list[list[str]]:
   rows = []
-  for line in README.read_text().splitlines():
+  for line in MODEL_DOC.read_text().splitlines():
     cells = [c.strip() for c in line.strip().strip('|').split('|')]
     if cells and cells[0] == label:
       rows.append(cells)
-  assert rows, f'README.md has no table row starting with {label!r}'
+  assert rows, f'docs/model.md has no table row starting with {label!r}'
   return rows
 
 
@@ -245,20 +245,20 @@ def _number(cell: str) -> float:
 
 @pytest.mark.parametrize('arch', models.ARCHS)
 @pytest.mark.parametrize('mixer', mixers.MIXERS)
-def test_parameter_count_and_cost_are_what_the_readme_states(mixer, arch):
+def test_parameter_count_and_cost_are_what_the_model_page_states(mixer, arch):
   cost = flops.model_cost(model_config(mixer=mixer, arch=arch))
-  (row,) = [r for r in _readme_table_rows(f'`{mixer}`') if r[1] == arch]
+  (row,) = [r for r in _table_rows(f'`{mixer}`') if r[1] == arch]
   assert cost['params'] == int(_number(row[2])), row
   assert cost['gflops'] == pytest.approx(_number(row[3]), abs=0.01), row
   assert cost['gmacs'] == pytest.approx(_number(row[4]), abs=0.01), row
 
 
 @pytest.mark.parametrize('arch, column', [('released', 1), ('lean', 5)])
-def test_aggregation_costs_are_what_the_readme_states(arch, column):
+def test_aggregation_costs_are_what_the_model_page_states(arch, column):
   costs = {lam: flops.model_cost(model_config(aggregate_at=lam, arch=arch))
            for lam in (6, 7, 10)}
   for lam in (6, 7):
-    (row,) = _readme_table_rows(f'λ = {lam}')
+    (row,) = _table_rows(f'λ = {lam}')
     params, gflops, gmacs, ratio = row[column:column + 4]
     assert costs[lam]['params'] == int(_number(params)), row
     assert costs[lam]['gflops'] == pytest.approx(_number(gflops), abs=0.01), row

@@ -1,8 +1,8 @@
 """Keypoints of a skeleton of one's own, end to end as a user runs it.
 
-The README's worked example writes annotations.pkl, classes.txt and layout.json for an
-8-joint stick figure (one person a clip, from synthetic motions); the README's two
-commands build and train them with the base config's smoke run and two overrides; the
+The worked example of docs/own_skeletons.md writes annotations.pkl, classes.txt and
+layout.json for an 8-joint stick figure (one person a clip, from synthetic motions); its
+two commands build and train them with the base config's smoke run and two overrides; the
 run then exports, serves with jax, numpy and flatbuffers alone, predicts and streams,
 and they agree. A config that contradicts the data stops with one line before training.
 3D keypoints built with a normalisation are prepared the same way by prediction,
@@ -32,22 +32,22 @@ from stbln_jax.data import layouts
 from test_export import write_workdir
 from tiny_run import REPO, subprocess_env
 
-README = REPO / 'README.md'
+PAGE = REPO / 'docs' / 'own_skeletons.md'
 CLASSES = ['wave', 'clap', 'bow']
 # What the serving process may not import: the training stack.
 HEAVY = ('flax', 'optax', 'orbax', 'tensorflow', 'tensorflow_datasets', 'grain',
          'ml_collections', 'absl', 'tensorboardX', 'matplotlib', 'array_record')
 
 
-def readme_block(after: str, language: str) -> str:
-  text = README.read_text()
+def page_block(after: str, language: str) -> str:
+  text = PAGE.read_text()
   start = text.index(after)
   return re.search(rf'```{language}\n(.*?)```', text[start:], re.S).group(1)
 
 
-def readme_commands(paths: dict[str, str]) -> list[list[str]]:
-  """The README's build and train commands, its paths replaced by `paths`."""
-  block = readme_block('A dataset of your own is one folder of three files', 'bash')
+def page_commands(paths: dict[str, str]) -> list[list[str]]:
+  """The page's build and train commands, its paths replaced by `paths`."""
+  block = page_block('A dataset of your own is one folder of three files', 'bash')
   commands = []
   for line in block.replace('\\\n', ' ').splitlines():
     for old, new in paths.items():
@@ -84,14 +84,14 @@ def stick_clips(num_clips=90, seed=0):
 
 @pytest.fixture(scope='module')
 def route(tmp_path_factory):
-  """The README's files and commands: {'raw', 'tfds', 'run', 'build', 'train'}."""
+  """The page's files and commands: {'raw', 'tfds', 'run', 'build', 'train'}."""
   root = tmp_path_factory.mktemp('own')
   paths = {name: root / name for name in ('raw', 'tfds', 'run')}
   paths['raw'].mkdir()
-  code = readme_block('A worked example, with the keypoints of a 2D pose estimator',
+  code = page_block('A worked example, with the keypoints of a 2D pose estimator',
                       'python').replace('/data/my_actions', str(paths['raw']))
   exec(code, {'my_clips': stick_clips()})  # pylint: disable=exec-used
-  build, train = readme_commands({'/data/my_actions': str(paths['raw']),
+  build, train = page_commands({'/data/my_actions': str(paths['raw']),
                                   '/data/tfds': str(paths['tfds']),
                                   'runs/mine': str(paths['run']),
                                   'configs/annotations.py': 'configs/annotations.py:smoke'})
@@ -110,7 +110,7 @@ def run(*argv, env=None):
                         text=True, timeout=600, env=env or subprocess_env(num_devices=1))
 
 
-def test_the_readme_route_builds_and_trains_one_person_of_its_own_skeleton(route):
+def test_the_documented_route_builds_and_trains_one_person_of_its_own_skeleton(route):
   out = route['build'].stdout
   assert 'pose_annotations/custom_2d' in out and 'examples: test 10, train 80' in out
   assert 'Downloading and preparing' not in out
@@ -218,7 +218,7 @@ def test_a_config_that_contradicts_the_data_is_one_line_before_training(route, t
 def test_3d_normalisation_reaches_prediction_serving_and_streaming(tmp_path):
   raw = tmp_path / 'raw'
   raw.mkdir()
-  layout = layouts.from_json(json.loads(readme_block('Any other skeleton is a', 'json')))
+  layout = layouts.from_json(json.loads(page_block('Any other skeleton is a', 'json')))
   (raw / 'layout.json').write_text(json.dumps(layout.to_json()))
   rng = np.random.default_rng(3)
   clips = [dict(frame_dir=f'c{i}', label=i % 2, total_frames=12,

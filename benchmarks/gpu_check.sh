@@ -16,7 +16,8 @@
 # Steps:
 #   versions  nvidia-smi, Python, jax/jaxlib/flax/optax/orbax, the devices
 #   tests     the tests of the network on the accelerator (ops, mixers, models, the
-#             benchmark), float32 products at full precision
+#             benchmark; with --tiny the mixers and the benchmark), float32 products
+#             at full precision
 #   model     python -m benchmarks.model at T=300, M=2: released and lean, float32 and
 #             bfloat16, N = 64, 128, 256 (a batch that does not fit is an OOM row)
 #   pipeline  python -m benchmarks.data pipeline: the input pipeline alone, T=300,
@@ -154,10 +155,15 @@ fi
 if wants tests; then
   # On the GPU, float32 products at full precision (not TF32): the tests compare the
   # network against float32 references.
-  if (( tiny )); then platform=cpu; else platform=${JAX_PLATFORMS:-cuda}; fi
-  run tests 120 "$out/tests.log" env JAX_PLATFORMS="$platform" \
-    JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider \
-      tests/test_ops.py tests/test_mixers.py tests/test_models.py tests/test_benchmark.py
+  # On a CPU (--tiny) the mixers and the benchmark only: the whole set takes minutes there.
+  if (( tiny )); then
+    platform=cpu files=(tests/test_mixers.py tests/test_benchmark.py)
+  else
+    platform=${JAX_PLATFORMS:-cuda}
+    files=(tests/test_ops.py tests/test_mixers.py tests/test_models.py tests/test_benchmark.py)
+  fi
+  run tests 200 "$out/tests.log" env JAX_PLATFORMS="$platform" \
+    JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider "${files[@]}"
   say "[tests] $(tail -n 1 "$out/tests.log")"
 fi
 

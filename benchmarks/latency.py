@@ -49,8 +49,9 @@ def exported_model(arch: str = 'released', aggregate_at: int | None = None,
   shape = models.input_shape(cfg, 1, window)
   single = ops.resolve_temporal_conv(temporal_conv) == 'dft'  # as `export.export_run`
   exported, _ = export.export_forward(model, variables, shape, single_person_path=single)
-  meta = {'input_shape': list(shape), 'class_names': [str(i) for i in range(cfg.num_classes)],
-          'preprocessing': '2s-agcn', 'stream': 'joint', 'layout': 'ntu25', 'channels': 'xyz'}
+  meta = {**serving.SIDECAR_DEFAULTS, 'input_shape': list(shape),
+          'class_names': [str(i) for i in range(cfg.num_classes)],
+          'preprocessing': '2s-agcn', 'stream': 'joint', 'layout': 'ntu25'}
   return serving.ExportedModel('<benchmark>', jax.export.deserialize(exported.serialize()),
                                meta)
 

@@ -83,7 +83,7 @@ OTHER_COMMANDS = [
                          '--data_dir={tmp}/tfds'],
      ['manual_dir', 'is empty']),
     ('data_prep.build', ['foo/bar', '--manual_dir={tmp}'],
-     ["'foo/bar' is not an ntu_rgbd or pose_annotations config"]),
+     ["'foo/bar' is not an ntu_rgbd, pose_annotations or nw_ucla config"]),
     ('stbln_jax.sweep', ['--sweep=foo'], ['--sweep=foo']),
     ('stbln_jax.analyze', ['--workdir={tmp}'], ['config.json not found']),
     ('benchmarks.data', [], ['build|pipeline']),

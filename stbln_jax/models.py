@@ -31,9 +31,9 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from stbln_jax import graph
+from stbln_jax import initializers
 from stbln_jax import mixers
 from stbln_jax import ops
 from stbln_jax.data import layouts
@@ -60,22 +60,6 @@ def _batch_norm(train: bool, dtype: Dtype, scale: float = 1.0,
                        name=name)
 
 
-def _kaiming_fan_out():
-  return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _he_normal(fan_out: int) -> Callable:
-  """PyTorch's kaiming_normal_(mode='fan_out') for a conv with that fan-out."""
-  return nn.initializers.normal(float(np.sqrt(2.0 / fan_out)))
-
-
-def _torch_uniform(fan_in: int) -> Callable:
-  """PyTorch's default Conv2d/Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / np.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
-                                                                   bound)
-
-
 class Linear(nn.Module):
   """A channel map x · W (+ b): 'kernel' (C_in, C_out) and 'bias', as nn.Dense names them.
 
@@ -89,7 +73,7 @@ class Linear(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param('kernel', self.kernel_init or _kaiming_fan_out(),
+    kernel = self.param('kernel', self.kernel_init or initializers.kaiming_fan_out(),
                         (x.shape[-1], self.features), jnp.float32)
     y = ops.rows_matmul(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
@@ -108,7 +92,7 @@ class _ConvKernel(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param('kernel', self.kernel_init or _kaiming_fan_out(),
+    kernel = self.param('kernel', self.kernel_init or initializers.kaiming_fan_out(),
                         (self.kernel_size, 1, x.shape[-1], self.features), jnp.float32)
     y = ops.temporal_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
     if self.use_bias:
@@ -177,9 +161,9 @@ class Projection(nn.Module):
     fan_in = c_in * self.kernel_size * (v_in if v_in != self.num_nodes else 1)
     kernel_init = bias_init = None
     if self.released:
-      kernel_init = _he_normal(fan_in // c_in * self.features)
+      kernel_init = initializers.he_normal(fan_in // c_in * self.features)
     if self.torch_default_init:
-      kernel_init = bias_init = _torch_uniform(fan_in)
+      kernel_init = bias_init = initializers.torch_uniform(fan_in)
     if self.kernel_size > 1:
       if v_in != self.num_nodes:
         x = x.reshape(*x.shape[:-2], 1, v_in * c_in)
@@ -329,9 +313,9 @@ class SpatioTemporalNet(nn.Module):
 
     x = jnp.mean(x.astype(jnp.float32), axis=(0, 2))  # global average pool over T and V
     x = jnp.mean(x.reshape(n, m, -1), axis=1)  # average over persons
-    bias_init = _torch_uniform(x.shape[-1]) if released else nn.initializers.zeros
+    bias_init = initializers.torch_uniform(x.shape[-1]) if released else nn.initializers.zeros
     return nn.Dense(self.num_classes,
-                    kernel_init=nn.initializers.normal(float(np.sqrt(2.0 / self.num_classes))),
+                    kernel_init=initializers.he_normal(self.num_classes),
                     bias_init=bias_init, param_dtype=jnp.float32, name='head')(x)
 
 

@@ -29,3 +29,17 @@ NTU_SAMPLES = REPO_ROOT / "tests" / "data" / "ntu_samples"
 @pytest.fixture(scope="session")
 def ntu_samples_dir():
   return NTU_SAMPLES
+
+
+# Modules whose fixtures train whole runs, longest first: started first, they leave the
+# short tests to fill the other process (`pytest -n 2 --dist loadscope`) instead of
+# running alone at the end.
+_LONG_MODULES = ('test_keypoints_route.py', 'test_sweep.py', 'test_import_torch.py',
+                 'test_multihost.py', 'test_kill.py', 'test_own_skeleton.py')
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = item.path.name
+    return _LONG_MODULES.index(name) if name in _LONG_MODULES else len(_LONG_MODULES)
+  items.sort(key=rank)

@@ -34,13 +34,16 @@ def largest_difference(stream: str, manual_dir: pathlib.Path, data_dir: str):
   """(clips compared, max |ours - reference|) over the test split of one stream."""
   config = ucla.get_config(stream)
   config.data_dir = data_dir
+  paths = {path.stem: path for path in manual_dir.rglob('*.json')}
   worst, count = 0.0, 0
   for batch in input_pipeline.eval_batches(config, process_index=0, process_count=1):
     names = input_pipeline.decode_names(batch['name'])
     for name, x, valid in zip(names, batch['skeleton'], batch['mask']):
       if not valid:
         continue
-      path = manual_dir / f'{name}.json'
+      if name not in paths:
+        raise cli.InputError(f'--manual_dir={manual_dir}: no {name}.json, a clip of the records')
+      path = paths[name]
       expected = nw_ucla_reference.eval_input(json.loads(path.read_text())['skeletons'],
                                               stream)
       worst = max(worst, float(np.abs(x[:, 0] - expected).max()))
